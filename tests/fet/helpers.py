@@ -1,0 +1,52 @@
+"""Small models and images shared by the tests of the image module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fet.autoencoder import DiffusionAutoencoder
+from fet.diffusion.ddim import training_scheduler
+from fet.models.presets import preset
+from fet.training.losses import diffusion_loss
+
+SIZE = 16
+
+
+def tiny_config(**overrides):
+    fields = dict(image_size=SIZE, base_channels=16, channel_mult=(1, 2), encoder_channel_mult=(1, 2), z_dim=32,
+                  attention_resolutions=(8,), attention_head_dim=16)  # fmt: skip
+    return preset("tiny", **(fields | overrides))
+
+
+def smooth_images(n: int, seed: int = 0, size: int = SIZE) -> torch.Tensor:
+    """n smooth random RGB images (n, 3, size, size) in [-1, 1]: low-frequency blobs like faces at 16 px."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def overfit(model: DiffusionAutoencoder, images: torch.Tensor, steps: int, lr: float = 3e-3) -> list[float]:
+    """Train stage 1 on ``images`` for ``steps`` steps; returns the loss history."""
+    sched = training_scheduler(model.cfg)
+    opt = torch.optim.Adam([p for p in model.parameters()], lr=lr)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss = diffusion_loss(model.denoiser, images, model.encoder(images), sched, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.fixture(scope="session")
+def trained_tiny():
+    """A tiny pixel-space autoencoder overfitted on 4 smooth images: (model, images, loss history)."""
+    torch.manual_seed(0)
+    model = DiffusionAutoencoder(tiny_config())
+    images = smooth_images(4)
+    losses = overfit(model, images, steps=250)
+    return model.eval(), images, losses

@@ -1,0 +1,54 @@
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from fet.autoencoder import DiffusionAutoencoder
+from fet.models.codec import AutoencoderKLCodec, build_codec
+from fet.models.presets import preset
+
+
+def save_tiny_vae(path, latent_channels=4):
+    """A tiny random AutoencoderKL with SD-VAE's interface (8x downsampling, 4 latent channels)."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4, sample_size=32,
+    )  # fmt: skip
+    vae.save_pretrained(str(path), safe_serialization=True)
+    return vae
+
+
+def latent_config(path, **kw):
+    return preset(
+        "tiny", image_size=32, codec="autoencoder_kl", codec_path=str(path), latent_channels=4, latent_downsample=8,
+        latent_scale=0.18215, base_channels=16, channel_mult=(1, 2), encoder_channel_mult=(1, 2), z_dim=16, **kw,
+    )  # fmt: skip
+
+
+def test_autoencoder_kl_codec_loads_a_saved_model(tmp_path):
+    vae = save_tiny_vae(tmp_path / "vae")
+    cfg = latent_config(tmp_path / "vae")
+    codec = build_codec(cfg)
+    assert isinstance(codec, AutoencoderKLCodec)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    lat = codec.encode(x)
+    assert lat.shape == (2, 4, 4, 4)
+    with torch.no_grad():
+        expected = vae.encode(x).latent_dist.mean * 0.18215
+    assert torch.allclose(lat, expected, atol=1e-5)
+    assert codec.decode(lat).shape == (2, 3, 32, 32)
+    # the whole autoencoder runs in that latent space
+    model = DiffusionAutoencoder(cfg)
+    z = model.encode(x)
+    x_T = model.encode_stochastic(x, z, steps=3)
+    assert x_T.shape == (2, 4, 4, 4)
+    assert model.render(x_T, z, steps=3).shape == (2, 3, 32, 32)
+
+
+def test_codec_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected a diffusers AutoencoderKL directory"):
+        build_codec(latent_config(tmp_path / "nothing"))
+    save_tiny_vae(tmp_path / "vae8", latent_channels=8)
+    with pytest.raises(ValueError, match="has 8 latent channels.*expects latent_channels=4"):
+        build_codec(latent_config(tmp_path / "vae8"))

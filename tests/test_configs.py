@@ -1,0 +1,49 @@
+"""Every YAML in configs/ loads into its dataclass and validates."""
+
+from pathlib import Path
+
+import pytest
+
+from fet.config import ConfigError, apply_overrides, load_config, read_yaml
+from fet.models.presets import ImageModelConfig
+from fet.training.config import Stage1Config, Stage2Config, resolve_model
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_class(path: Path):
+    """Which dataclass a config file fills, by its folder and name."""
+    if path.parent.name == "model":
+        return None
+    if path.parent.name == "train":
+        return Stage1Config if path.name.startswith("stage1") else Stage2Config
+    raise AssertionError(f"no config class known for {path}")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_yaml_validates(path):
+    assert path.read_text().startswith("#"), "each config opens with a comment showing how it is used"
+    cls = config_class(path)
+    if cls is None:
+        assert isinstance(resolve_model(read_yaml(path)), ImageModelConfig)
+    else:
+        cfg = load_config(cls, path)
+        if isinstance(cfg, Stage1Config):
+            cfg.image_model.validate()
+
+
+def test_overrides_and_errors():
+    cfg = load_config(
+        Stage1Config, CONFIGS / "train/stage1_tiny.yaml", ["steps=7", "optim.lr=1e-3", "model.image_size=32"]
+    )
+    assert (cfg.steps, cfg.optim.lr, cfg.image_model.image_size) == (7, 1e-3, 32)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['stepz'\]"):
+        load_config(Stage1Config, None, ["stepz=3"])
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got 'fast'"):
+        load_config(Stage1Config, None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="model.preset: unknown preset 'huge'"):
+        load_config(Stage1Config, None, ["model.preset=huge"])
+    with pytest.raises(ConfigError, match="model: latent size 18 must be divisible"):
+        load_config(Stage1Config, None, ["model.image_size=18"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_overrides({}, ["steps"])
