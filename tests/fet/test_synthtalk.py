@@ -29,7 +29,7 @@ def test_same_seed_same_bytes():
 def _regions(lm: np.ndarray) -> dict[str, np.ndarray]:
     """Image regions (bool masks) from the ground-truth landmarks, in pixels of a SIZE image."""
     p = lm[:, :2] * SIZE
-    top, chin, brow = p[10], p[152], (p[105] + p[334]) / 2
+    brow = (p[105] + p[334]) / 2
     face = np.zeros((SIZE, SIZE), np.uint8)
     cv2.fillPoly(face, [np.round(cv2.convexHull(p[:468].astype(np.float32))).astype(np.int32)], 1)
 
