@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m fet.demo", description=__doc__)
     p.add_argument("--out", type=Path, default=Path("outputs/demo"))
     p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=800, help="stage-1 optimizer steps")
+    p.add_argument("--steps", type=int, default=600, help="stage-1 optimizer steps")
     p.add_argument("overrides", nargs="*", help="stage-1 key=value overrides")
     args = p.parse_args(argv)
     start = time.time()

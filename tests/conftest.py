@@ -15,7 +15,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-MEDIA = REPO.parent / "shared" / "media"
+MEDIA = Path(os.environ.get("FET_SHARED_MEDIA", REPO.parent / "shared" / "media"))
 
 
 def media(relpath: str) -> Path:
