@@ -79,5 +79,7 @@ def face_points(identity: Identity, expr: Expression) -> np.ndarray:
         iris.append([ctr, ctr + [rad, 0, 0], ctr + [0, rad, 0], ctr + [-rad, 0, 0], ctr + [0, -rad, 0]])
     v[:, 0] *= identity.face_width
     v[:, 1] *= identity.face_height
-    pts = np.concatenate([v, np.asarray(iris, np.float64).reshape(10, 3) * [identity.face_width, identity.face_height, 1]])
+    pts = np.concatenate(
+        [v, np.asarray(iris, np.float64).reshape(10, 3) * [identity.face_width, identity.face_height, 1]]
+    )
     return pts

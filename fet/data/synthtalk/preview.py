@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from fet.data.synthtalk.identity import sample_identity
 from fet.data.synthtalk.world import base_expression, item_rng, make_clip, render
+from fet.landmarks.face_mesh import contours
 
 GRID_ATTRIBUTES = (
     "Eyeglasses", "Smiling", "Mouth_Slightly_Open", "Blond_Hair", "Black_Hair", "Gray_Hair", "Bald", "Bangs",
@@ -49,9 +50,6 @@ def landmark_strip(seed: int = 0, frames: int = 8, size: int = 128) -> Image.Ima
     clip = make_clip(seed, 0, size, 2.0)
     idx = np.linspace(0, len(clip.frames) - 1, frames).astype(int)
     tiles = []
-    lips = set(range(0))
-    from fet.landmarks.face_mesh import contours
-
     lips = {i for loop in contours()["lips"] for i in loop}
     for i in idx:
         img = cv2.resize(clip.frames[i], (size * 2, size * 2), interpolation=cv2.INTER_NEAREST)

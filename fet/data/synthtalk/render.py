@@ -30,7 +30,10 @@ def _topology() -> dict:
         lips_outer=c["lips"][0],
         lips_inner=c["lips"][1],
         eyes=[c["left_eye"][0], c["right_eye"][0]],
-        brows=[sorted(set(c["left_eyebrow"][0] + c["left_eyebrow"][1])), sorted(set(c["right_eyebrow"][0] + c["right_eyebrow"][1]))],
+        brows=[
+            sorted(set(c["left_eyebrow"][0] + c["left_eyebrow"][1])),
+            sorted(set(c["right_eyebrow"][0] + c["right_eyebrow"][1])),
+        ],
         brow_chains=[c["left_eyebrow"][0], c["right_eyebrow"][0]],
     )
 
@@ -64,7 +67,9 @@ def _head_shapes(p: np.ndarray) -> dict:
     rel = oval - centre
     upper = oval[(rel @ up) > -0.05 * height]
     cranium = centre + (upper - centre) * 1.16 + up * 0.06 * height
-    return dict(oval=oval, centre=centre, up=up, right=right, height=height, top=top, chin=chin, brow=brow_y, cranium=cranium)
+    return dict(
+        oval=oval, centre=centre, up=up, right=right, height=height, top=top, chin=chin, brow=brow_y, cranium=cranium
+    )
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
@@ -191,16 +196,34 @@ def render_face(points: np.ndarray, identity: Identity, size: int, transform: np
             eye = p[loop, :2]
             ctr = eye.mean(0)
             w = np.linalg.norm(eye.max(0) - eye.min(0)) * 0.75
-            box = cv2.boxPoints(((float(ctr[0]), float(ctr[1])), (float(w * 1.05), float(w * 0.72)), float(np.degrees(np.arctan2(right[1], right[0])))))
+            box = cv2.boxPoints(
+                (
+                    (float(ctr[0]), float(ctr[1])),
+                    (float(w * 1.05), float(w * 0.72)),
+                    float(np.degrees(np.arctan2(right[1], right[0]))),
+                )
+            )
             _line(img, box, (20, 20, 20), S / 70, closed=True)
-        _line(img, np.array([p[133, :2] + (p[168, :2] - p[133, :2]) * 0.3, p[168, :2], p[362, :2] + (p[168, :2] - p[362, :2]) * 0.3]), (20, 20, 20), S / 90)
+        _line(
+            img,
+            np.array(
+                [p[133, :2] + (p[168, :2] - p[133, :2]) * 0.3, p[168, :2], p[362, :2] + (p[168, :2] - p[362, :2]) * 0.3]
+            ),
+            (20, 20, 20),
+            S / 90,
+        )
 
     if identity.has("Wearing_Hat"):
         brim = h["brow"] + up * 0.55 * np.linalg.norm(h["top"] - h["brow"])
         above = h["cranium"][(h["cranium"] - brim) @ up > 0]
         crown = np.concatenate([above + up * 0.04 * height, [brim + right * 0.5 * height, brim - right * 0.5 * height]])
         _poly(img, _hull(crown), identity.hat)
-        _line(img, np.array([brim + right * 0.62 * height, brim - right * 0.62 * height]), tuple(int(c * 0.6) for c in identity.hat), S / 40)
+        _line(
+            img,
+            np.array([brim + right * 0.62 * height, brim - right * 0.62 * height]),
+            tuple(int(c * 0.6) for c in identity.hat),
+            S / 40,
+        )
 
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 

@@ -27,10 +27,14 @@ def split_of_identity(seed: int, kind: str, index: int, val: float = 0.1, test: 
 
 
 def base_expression(identity: Identity) -> Expression:
-    return Expression(jaw=0.35 if identity.has("Mouth_Slightly_Open") else 0.0, smile=1.0 if identity.has("Smiling") else 0.0)
+    return Expression(
+        jaw=0.35 if identity.has("Mouth_Slightly_Open") else 0.0, smile=1.0 if identity.has("Smiling") else 0.0
+    )
 
 
-def render(identity: Identity, expr: Expression, pose: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render(
+    identity: Identity, expr: Expression, pose: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """→ image (S, S, 3) uint8, normalised landmarks (478, 3), transform (4, 4)."""
     transform = pose_to_matrix(pose, HEAD_DISTANCE_CM)
     projected = project(face_points(identity, expr), transform, size)
@@ -47,7 +51,9 @@ class FaceImage:
 def make_image(seed: int, index: int, size: int) -> FaceImage:
     rng = item_rng(seed, "image", index)
     identity = sample_identity(rng)
-    pose = np.array([rng.normal(0, 0.05), rng.normal(0, 0.08), rng.normal(0, 0.03), rng.normal(0, 0.3), rng.normal(0, 0.3), 0])
+    pose = np.array(
+        [rng.normal(0, 0.05), rng.normal(0, 0.08), rng.normal(0, 0.03), rng.normal(0, 0.3), rng.normal(0, 0.3), 0]
+    )
     image, lms, _ = render(identity, base_expression(identity), pose, size)
     return FaceImage(image, identity.labels(), lms)
 
@@ -106,4 +112,9 @@ def make_clip(seed: int, index: int, size: int, seconds: float) -> Clip:
                 pose.astype(np.float32), visemes, identity.labels())  # fmt: skip
 
 
-CLIP_META = {"fps": FPS, "sample_rate": SAMPLE_RATE, "viseme_lead_s": VISEME_LEAD_S, "head_distance_cm": HEAD_DISTANCE_CM}
+CLIP_META = {
+    "fps": FPS,
+    "sample_rate": SAMPLE_RATE,
+    "viseme_lead_s": VISEME_LEAD_S,
+    "head_distance_cm": HEAD_DISTANCE_CM,
+}
