@@ -30,10 +30,6 @@ def _topology() -> dict:
         lips_outer=c["lips"][0],
         lips_inner=c["lips"][1],
         eyes=[c["left_eye"][0], c["right_eye"][0]],
-        brows=[
-            sorted(set(c["left_eyebrow"][0] + c["left_eyebrow"][1])),
-            sorted(set(c["right_eyebrow"][0] + c["right_eyebrow"][1])),
-        ],
         brow_chains=[c["left_eyebrow"][0], c["right_eyebrow"][0]],
     )
 
