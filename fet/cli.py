@@ -1,4 +1,4 @@
-"""The ``fet`` command: ``fet train …`` and ``fet edit …``."""
+"""The ``fet`` command: ``fet train …``, ``fet generate …`` and ``fet edit …``."""
 
 from __future__ import annotations
 
@@ -6,31 +6,92 @@ import argparse
 import sys
 
 
+def _edit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--edit", default="", help='explicit edits, e.g. "Eyeglasses=+1,Smiling=0.3"')
+    parser.add_argument("--text", default=None, help='free text, e.g. "add glasses and make her smile"')
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's setting)")
+
+
+def _report(parsed, notes: list[str]) -> None:
+    for note in notes:
+        print(note, file=sys.stderr)
+    if parsed.unknown:
+        print(f"ignored words that name no attribute: {parsed.unknown}", file=sys.stderr)
+
+
+def generate_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="fet generate", description="Talking-head video from a face and speech.")
+    parser.add_argument("--bundle", required=True, help="bundle directory or s3:// URI")
+    parser.add_argument("--image", required=True, help="reference portrait (PNG, JPEG, WebP)")
+    parser.add_argument("--audio", required=True, help="speech (wav, mp3, m4a, flac, ...)")
+    _edit_args(parser)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=None, help="frames per denoiser batch")
+    parser.add_argument("--pose-style", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("-o", "--out", required=True, help="output mp4 (path or s3:// URI)")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from fet.pipeline import FaceEditTalkerPipeline
+
+    pipe = FaceEditTalkerPipeline.from_bundle(args.bundle, args.device)
+    edits = pipe.bundle.library.parse_spec(args.edit) if args.edit else None
+    bar = tqdm(desc="frames", unit="frame")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    result = pipe(
+        args.image, args.audio, edits, args.text, output=args.out, seed=args.seed, steps=args.steps,
+        batch_size=args.batch_size, pose_style=args.pose_style, callback=progress,
+    )  # fmt: skip
+    bar.close()
+    _report(result.edits, result.notes)
+    print(f"{result.num_frames} frames, {result.audio_seconds:.2f} s, edits {result.edits.edits} → {args.out}")
+
+
 def edit_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="fet edit", description="Edit attributes of a face image.")
-    parser.add_argument("--model", required=True, help="directory (or s3:// URI) with the trained components")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", help="bundle directory or s3:// URI (detects and aligns the face)")
+    source.add_argument("--model", help="stage-1/2 output directory (the image is used as an aligned crop)")
     parser.add_argument("--image", required=True)
-    parser.add_argument("--edit", default="", help='explicit edits, e.g. "Eyeglasses=+0.5,Smiling=0.3"')
-    parser.add_argument("--text", default=None, help='free text, e.g. "add glasses and make her smile"')
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and rendering")
+    _edit_args(parser)
     parser.add_argument("-o", "--out", required=True, help="output PNG")
     args = parser.parse_args(argv)
 
-    from fet.editor import FaceEditor
+    from PIL import Image
+
     from fet.images import save_image
 
-    editor = FaceEditor.load(args.model)
-    explicit = editor.library.parse_spec(args.edit) if args.edit else None
-    image, parsed = editor.edit_image(args.image, explicit, args.text, args.steps)
-    if parsed.unknown:
-        print(f"ignored words that name no attribute: {parsed.unknown}", file=sys.stderr)
+    if args.bundle:
+        from fet.pipeline import FaceEditTalkerPipeline
+
+        pipe = FaceEditTalkerPipeline.from_bundle(args.bundle)
+        edits = pipe.bundle.library.parse_spec(args.edit) if args.edit else None
+        parsed = pipe.parse(edits, args.text)  # refuse bad edits before the inversion
+        ref = pipe.encode(args.image, steps=args.steps)
+        frame, parsed = pipe.edit(ref, parsed.edits, None, args.steps)
+        image, notes = Image.fromarray(frame), ref.notes
+    else:
+        from fet.editor import FaceEditor
+
+        editor = FaceEditor.load(args.model)
+        explicit = editor.library.parse_spec(args.edit) if args.edit else None
+        image, parsed = editor.edit_image(args.image, explicit, args.text, args.steps or 50)
+        notes = []
+    _report(parsed, notes)
     save_image(image, args.out)
     print(f"edits {parsed.edits} → {args.out}")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": "fet.train", "edit": None}
+    commands = {"train": None, "generate": generate_main, "edit": edit_main}
     if not argv or argv[0] not in commands:
         print(f"usage: fet {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)
@@ -38,8 +99,14 @@ def main(argv: list[str] | None = None) -> None:
         from fet.train import main as train_main
 
         train_main(argv[1:])
-    else:
-        edit_main(argv[1:])
+        return
+    from fet.storage import StorageError
+
+    try:
+        commands[argv[0]](argv[1:])
+    except (ValueError, FileNotFoundError, StorageError) as e:  # bad input: say what, no traceback
+        print(f"fet {argv[0]}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

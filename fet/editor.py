@@ -10,10 +10,10 @@ from PIL import Image
 
 from fet import storage
 from fet.autoencoder import DiffusionAutoencoder
-from fet.checkpoint import load_weights, read_component_config
-from fet.editing.attributes import AttributeLibrary, ParsedEdits
+from fet.checkpoint import load_weights, read_component_config, save_component
+from fet.editing.attributes import CELEBA_ATTRIBUTES, AttributeLibrary, ParsedEdits
 from fet.editing.classifier import AttributeClassifier
-from fet.editing.edit import edit_semantic
+from fet.editing.edit import edit_semantic, parse_edits
 from fet.editing.interpolate import lerp, slerp
 from fet.images import center_square, load_image, to_pil, to_tensor
 
@@ -21,6 +21,14 @@ from fet.images import center_square, load_image, to_pil, to_tensor
 def load_attribute_classifier(directory: str) -> AttributeClassifier:
     cfg = read_component_config(directory, "attribute_classifier", "attribute_classifier")
     return load_weights(directory, "attribute_classifier", AttributeClassifier(int(cfg["z_dim"]))).eval()
+
+
+def save_attribute_model(directory: str, classifier: AttributeClassifier, library: AttributeLibrary) -> None:
+    """Write the classifier component and ``attribute_library.json`` (what stage 2 produces)."""
+    config = {"z_dim": classifier.z_dim, "attributes": list(CELEBA_ATTRIBUTES)}
+    save_component(directory, "attribute_classifier", classifier, "attribute_classifier", config)
+    settings = {"default_alpha": library.default_alpha, "max_abs_alpha": library.max_abs_alpha}
+    storage.write_text(storage.join(directory, "attribute_library.json"), json.dumps(settings, indent=2))
 
 
 def load_attribute_library(directory: str) -> AttributeLibrary:
@@ -67,13 +75,7 @@ class FaceEditor:
 
     def parse(self, edits: dict[str, float] | None = None, text: str | None = None) -> ParsedEdits:
         """Explicit {attribute: α} and/or text → validated edits (explicit values win on conflicts)."""
-        parsed = self.library.parse_text(text) if text else ParsedEdits()
-        if edits:
-            parsed.edits.update(self.library.normalize(edits))
-        for attr, alpha in parsed.edits.items():
-            self.library.check_alpha(attr, alpha)
-            self.classifier.direction(attr)  # raises for attributes without a trained classifier
-        return parsed
+        return parse_edits(self.library, self.classifier, edits, text)
 
     @torch.no_grad()
     def edit(self, face: EncodedFace, edits: dict[str, float], steps: int = 50) -> torch.Tensor:

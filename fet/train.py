@@ -1,4 +1,4 @@
-"""Single-process trainers: ``python -m fet.train {stage1,stage2} --config F [key=value ...]``."""
+"""Single-process trainers: ``python -m fet.train {stage1,stage2,audio,stage3} --config F [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import json
 
 from fet.config import load_config
-from fet.training.config import Stage1Config, Stage2Config
+from fet.training.config import AudioStageConfig, Stage1Config, Stage2Config, Stage3Config
 
-STAGES = {"stage1": Stage1Config, "stage2": Stage2Config}
+STAGES = {"stage1": Stage1Config, "stage2": Stage2Config, "audio": AudioStageConfig, "stage3": Stage3Config}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,13 +19,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = load_config(STAGES[args.stage], args.config, args.overrides)
     if args.stage == "stage1":
-        from fet.training.stage1 import train_stage1
-
-        metrics = train_stage1(cfg)
+        from fet.training.stage1 import train_stage1 as train
+    elif args.stage == "stage2":
+        from fet.training.stage2 import train_stage2 as train
+    elif args.stage == "audio":
+        from fet.training.stage_audio import train_audio_stage as train
     else:
-        from fet.training.stage2 import train_stage2
-
-        metrics = train_stage2(cfg)
+        from fet.training.stage3 import train_stage3 as train
+    metrics = train(cfg)
     print(json.dumps(metrics, indent=2))
 
 

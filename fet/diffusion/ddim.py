@@ -41,18 +41,36 @@ def _check_steps(steps: int, cfg: ImageModelConfig) -> None:
         raise ValueError(f"steps={steps}: expected 1..{cfg.num_train_timesteps}")
 
 
+def per_sample_noise(shape: tuple[int, ...], generators: list[torch.Generator], device, dtype) -> torch.Tensor:
+    """(B, ...) standard normal noise, sample b drawn from ``generators[b]`` (CPU), so a sample's noise
+    does not depend on the batch it is in."""
+    if len(generators) != shape[0]:
+        raise ValueError(f"generators: expected one per sample ({shape[0]}), got {len(generators)}")
+    return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype) for g in generators]).to(device)
+
+
 @torch.no_grad()
 def ddim_sample(
-    eps_fn: EpsFn, x_T: torch.Tensor, steps: int, cfg: ImageModelConfig, callback: Callback | None = None
+    eps_fn: EpsFn,
+    x_T: torch.Tensor,
+    steps: int,
+    cfg: ImageModelConfig,
+    callback: Callback | None = None,
+    eta: float = 0.0,
+    generators: list[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """x_T (B, C, h, w) → x_0 by ``steps`` deterministic DDIM steps (η = 0)."""
+    """x_T (B, C, h, w) → x_0 by ``steps`` DDIM steps; η = 0 is deterministic, η > 0 adds noise drawn
+    per sample from ``generators`` (required then)."""
     _check_steps(steps, cfg)
+    if eta > 0 and generators is None:
+        raise ValueError("eta > 0 needs one generator per sample")
     scheduler = DDIMScheduler(**scheduler_kwargs(cfg))
     scheduler.set_timesteps(steps, device=x_T.device)
     x = x_T
     for i, t in enumerate(scheduler.timesteps):
         eps = eps_fn(x, t.expand(x.shape[0]))
-        x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+        noise = per_sample_noise(tuple(x.shape), generators, x.device, x.dtype) if eta > 0 else None
+        x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
         if callback is not None:
             callback(i, steps, x)
     return x

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from fet.editing.attributes import AttributeLibrary
+from fet.editing.attributes import AttributeLibrary, ParsedEdits
 from fet.editing.classifier import AttributeClassifier
 
 
@@ -33,3 +33,22 @@ def edit_semantic(
     for attribute, alpha in edits.items():
         z = z + alpha * scale * classifier.direction(attribute).to(z)
     return classifier.denormalize(z)
+
+
+def parse_edits(
+    library: AttributeLibrary,
+    classifier: AttributeClassifier,
+    edits: dict[str, float] | None = None,
+    text: str | None = None,
+) -> ParsedEdits:
+    """Explicit {attribute: α} and/or free text → validated edits (explicit values win on conflicts).
+
+    Every α is checked against the library's range and every attribute must have a trained classifier.
+    """
+    parsed = library.parse_text(text) if text else ParsedEdits()
+    if edits:
+        parsed.edits.update(library.normalize(edits))
+    for attr, alpha in parsed.edits.items():
+        library.check_alpha(attr, alpha)
+        classifier.direction(attr)  # raises for attributes without a trained classifier
+    return parsed

@@ -23,8 +23,8 @@ import numpy as np
 
 NUM_MESH_VERTICES = 468
 NUM_LANDMARKS = 478
-LEFT_IRIS = list(range(468, 473))  # centre + 4 rim points (the subject's left eye)
-RIGHT_IRIS = list(range(473, 478))
+RIGHT_IRIS = list(range(468, 473))  # centre + 4 rim points of the subject's right eye (MediaPipe order)
+LEFT_IRIS = list(range(473, 478))
 
 
 def face_landmarker_path(path: str | os.PathLike | None = None) -> Path:

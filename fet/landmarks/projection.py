@@ -59,3 +59,12 @@ def normalized_landmarks(projected: np.ndarray, size: int, fov_degrees: float = 
     f = focal_length(size, fov_degrees)
     z = (projected[:, 2] - projected[:, 2].mean()) * f / projected[:, 2].mean() / size
     return np.stack([projected[:, 0] / size, projected[:, 1] / size, z], axis=1).astype(np.float32)
+
+
+def unproject(pixels: np.ndarray, depth: np.ndarray, transform: np.ndarray, size: float) -> np.ndarray:
+    """Inverse of ``project``: pixel x, y (N, 2) at camera depths (N,) → head-frame points (N, 3), cm."""
+    f = focal_length(size)
+    cam = np.stack(
+        [(pixels[:, 0] - size / 2) * depth / f, -(pixels[:, 1] - size / 2) * depth / f, -depth], axis=1
+    )  # (N, 3) camera frame
+    return (cam - transform[:3, 3]) @ transform[:3, :3]  # R^T (cam - t), row-vector form

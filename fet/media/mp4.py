@@ -1,8 +1,15 @@
-"""Write talking-head videos: H.264 video + AAC audio in an mp4 (PyAV / FFmpeg)."""
+"""Write talking-head videos: H.264 video + AAC audio in an mp4 (PyAV / FFmpeg).
+
+``Mp4Writer`` streams frames in as they are generated (memory bounded by one batch), muxes the audio at
+the end and publishes the file atomically: a local file appears under its name only when complete, an
+``s3://`` object is uploaded only when complete, and a failure leaves nothing behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -13,41 +20,110 @@ import numpy as np
 from fet import storage
 
 
+class Mp4Writer:
+    """``with Mp4Writer(uri, width, height, fps, sample_rate) as w: w.write(frames); w.set_audio(audio)``.
+
+    ``sample_rate`` declares the audio stream up front (FFmpeg fixes the streams at the first packet);
+    ``None`` writes a video without audio.
+    """
+
+    def __init__(
+        self,
+        uri: str | os.PathLike,
+        width: int,
+        height: int,
+        fps: int = 25,
+        sample_rate: int | None = None,
+        crf: int = 18,
+    ) -> None:
+        if width % 2 or height % 2:
+            raise ValueError(f"video size {width}x{height}: H.264 4:2:0 needs even width and height")
+        self.uri, self.width, self.height, self.fps = str(uri), width, height, fps
+        fd, self._tmp = tempfile.mkstemp(suffix=".mp4")
+        os.close(fd)
+        self._out = av.open(self._tmp, "w", format="mp4")
+        self._video = self._out.add_stream("libx264", rate=fps)
+        self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
+        self._video.options = {"crf": str(crf), "preset": "veryfast"}
+        self._audio_stream = None
+        if sample_rate is not None:
+            self._audio_stream = self._out.add_stream("aac", rate=sample_rate, layout="mono")
+            self._audio_stream.time_base = Fraction(1, sample_rate)
+        self.sample_rate = sample_rate
+        self._audio: np.ndarray | None = None
+        self.frames_written = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        """frames (T, H, W, 3) uint8 RGB."""
+        if frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+            raise ValueError(
+                f"frames: expected (T, {self.height}, {self.width}, 3) uint8, got {frames.dtype} {frames.shape}"
+            )
+        for f in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            frame.pts = self.frames_written
+            self._out.mux(self._video.encode(frame))
+            self.frames_written += 1
+
+    def set_audio(self, audio: np.ndarray) -> None:
+        """Mono float audio in [-1, 1] at the declared sample rate, muxed when the writer closes."""
+        if self._audio_stream is None:
+            raise ValueError("this writer was opened without an audio stream (sample_rate=None)")
+        self._audio = np.clip(np.asarray(audio, np.float32).reshape(-1), -1, 1)
+
+    def _finish(self) -> None:
+        self._out.mux(self._video.encode())
+        if self._audio_stream is not None:
+            if self._audio is None:
+                raise ValueError("an audio stream was declared but no audio was given (set_audio)")
+            pcm, sr, a = self._audio, self.sample_rate, self._audio_stream
+            for start in range(0, pcm.size, 1024):
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[None, start : start + 1024]), "fltp", "mono")
+                af.sample_rate, af.pts = sr, start
+                self._out.mux(a.encode(af))
+            self._out.mux(a.encode())
+        self._out.close()
+
+    def close(self) -> None:
+        try:
+            self._finish()
+            if storage.is_s3(self.uri):
+                storage.write_bytes(self.uri, Path(self._tmp).read_bytes())
+            else:
+                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(self._tmp, self.uri + ".partial")
+                os.replace(self.uri + ".partial", self.uri)
+        finally:
+            Path(self._tmp).unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._out.close()
+        Path(self._tmp).unlink(missing_ok=True)
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def encode_mp4(frames: np.ndarray, audio: np.ndarray | None, sample_rate: int, fps: int = 25, crf: int = 18) -> bytes:
     """frames (T, H, W, 3) uint8 RGB (H, W even) + mono float audio in [-1, 1] → mp4 bytes."""
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames: expected (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(f"frames: H and W must be even for H.264 4:2:0, got {frames.shape[1]}x{frames.shape[2]}")
-    fd, tmp = tempfile.mkstemp(suffix=".mp4")
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format="mp4") as out:
-            v = out.add_stream("libx264", rate=fps)
-            v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            v.options = {"crf": str(crf), "preset": "veryfast"}
-            a = None
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "video.mp4")
+        with Mp4Writer(
+            path, frames.shape[2], frames.shape[1], fps, sample_rate if audio is not None else None, crf
+        ) as w:
+            w.write(frames)
             if audio is not None:
-                a = out.add_stream("aac", rate=sample_rate, layout="mono")
-                a.time_base = Fraction(1, sample_rate)
-            for i, f in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-                frame.pts = i
-                out.mux(v.encode(frame))
-            out.mux(v.encode())
-            if a is not None:
-                pcm = np.clip(audio, -1, 1).astype(np.float32)[None]
-                chunk = 1024
-                for start in range(0, pcm.shape[1], chunk):
-                    af = av.AudioFrame.from_ndarray(
-                        np.ascontiguousarray(pcm[:, start : start + chunk]), format="fltp", layout="mono"
-                    )
-                    af.sample_rate, af.pts = sample_rate, start
-                    out.mux(a.encode(af))
-                out.mux(a.encode())
-        return Path(tmp).read_bytes()
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+                w.set_audio(audio)
+        return Path(path).read_bytes()
 
 
 def write_mp4(uri: str, frames: np.ndarray, audio: np.ndarray | None, sample_rate: int, fps: int = 25) -> None:

@@ -83,3 +83,47 @@ class Stage2Config:
     seed: int = 0
     default_alpha: float = 0.3
     max_abs_alpha: float = 1.0
+
+
+@dataclass
+class AudioStageConfig:
+    """Stage A: Audio2Mesh (L1 on vertices) + Audio2Pose on talking clips with landmarks (paper 3.4, App. A)."""
+
+    clips: str = "data/synthtalk/clips"  # folder with <split>/<clip>.mp4 + .npz (fet.data.clip_folder)
+    audio: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})  # AudioEncoderConfig fields
+    audio2mesh: dict[str, Any] = field(default_factory=dict)  # Audio2MeshConfig overrides
+    audio2pose: dict[str, Any] = field(default_factory=dict)  # Audio2PoseConfig overrides
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-3
+    grad_clip: float = 1.0
+    seed: int = 0
+    limit: int | None = None  # clips per split
+    out: str = "outputs/audio"
+    log_every: int = 50
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(f"steps={self.steps}, batch_size={self.batch_size}: expected positive values")
+
+
+@dataclass
+class Stage3Config:
+    """Stage 3: talker denoiser + PoseGuider, E_sem and codec frozen (paper Eq. 9, Algorithm 3)."""
+
+    autoencoder: str = "outputs/stage1"  # stage-1 directory: the denoiser is initialised from it
+    clips: str = "data/synthtalk/clips"
+    guider: dict[str, Any] = field(default_factory=dict)  # PoseGuiderConfig overrides
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 1000
+    batch_size: int = 16
+    seed: int = 0
+    limit: int | None = None  # clips per split
+    out: str = "outputs/stage3"
+    log_every: int = 50
+    sample_every: int = 500
+    eval_steps: int = 20
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(f"steps={self.steps}, batch_size={self.batch_size}: expected positive values")

@@ -10,10 +10,10 @@ from tqdm import tqdm
 
 from fet import storage
 from fet.autoencoder import DiffusionAutoencoder
-from fet.checkpoint import save_component
 from fet.data.image_folder import FaceImageDataset
-from fet.editing.attributes import CELEBA_ATTRIBUTES
+from fet.editing.attributes import CELEBA_ATTRIBUTES, AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
+from fet.editor import save_attribute_model
 from fet.metrics.classification import auroc
 from fet.training.config import Stage2Config
 from fet.training.losses import attribute_bce_loss
@@ -86,17 +86,7 @@ def train_stage2(cfg: Stage2Config, progress: bool = True) -> dict:
     z_train, y_train = encode_dataset(model, train, progress=progress)
     z_val, y_val = encode_dataset(model, val, progress=progress)
     clf = fit_classifier(z_train, y_train, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed, progress)
-    save_component(
-        cfg.out,
-        "attribute_classifier",
-        clf,
-        "attribute_classifier",
-        {"z_dim": clf.z_dim, "attributes": list(CELEBA_ATTRIBUTES)},
-    )
-    storage.write_text(
-        storage.join(cfg.out, "attribute_library.json"),
-        json.dumps({"default_alpha": cfg.default_alpha, "max_abs_alpha": cfg.max_abs_alpha}, indent=2),
-    )
+    save_attribute_model(cfg.out, clf, AttributeLibrary(cfg.default_alpha, cfg.max_abs_alpha))
     aucs = classifier_aurocs(clf, z_val, y_val)
     metrics = {
         "trained_attributes": clf.trained_attributes,

@@ -58,7 +58,7 @@ def face_points(identity: Identity, expr: Expression) -> np.ndarray:
     # identity: lips and nose scale about their centres, eyes move apart, then the whole face scales
     v += (v - r["mouth_c"]) * (identity.lip_size - 1) * r["mouth"][:, None]
     v += (v - r["v"][NOSE_TIP] + [0, 0, 1.5]) * (identity.nose_size - 1) * r["nose"][:, None]
-    for side, (_, centre, w) in r["eyes"].items():
+    for _, centre, w in r["eyes"].values():
         v[:, 0] += np.sign(centre[0]) * identity.eye_spacing * w
     # expression
     mouth_x = v[:, 0] - r["mouth_c"][0]
@@ -75,8 +75,8 @@ def face_points(identity: Identity, expr: Expression) -> np.ndarray:
         v[upper, 1] -= expr.blink * (v[upper, 1] - centre[1]) * 0.95
         v[lower, 1] -= expr.blink * (v[lower, 1] - centre[1]) * 0.3
         rad = IRIS_RADIUS_CM
-        ctr = centre + [0, 0, 0.3]
-        iris.append([ctr, ctr + [rad, 0, 0], ctr + [0, rad, 0], ctr + [-rad, 0, 0], ctr + [0, -rad, 0]])
+        ctr = [*centre, 0, 0, 0.3]
+        iris.append([ctr, [*ctr, rad, 0, 0], [*ctr, 0, rad, 0], [*ctr, -rad, 0, 0], [*ctr, 0, -rad, 0]])
     v[:, 0] *= identity.face_width
     v[:, 1] *= identity.face_height
     pts = np.concatenate(

@@ -46,7 +46,7 @@ def _poly(img, pts, colour, alpha: float = 1.0) -> None:
 
 def _line(img, pts, colour, thickness: float, closed: bool = False) -> None:
     p = np.round(pts * 8).astype(np.int32)
-    cv2.polylines(img, [p], closed, colour, max(1, int(round(thickness))), cv2.LINE_AA, shift=3)
+    cv2.polylines(img, [p], closed, colour, max(1, round(thickness)), cv2.LINE_AA, shift=3)
 
 
 def _head_shapes(p: np.ndarray) -> dict:
@@ -91,8 +91,10 @@ def render_face(points: np.ndarray, identity: Identity, size: int, transform: np
     neck_w = 0.23 * height
     neck = np.array([chin + right * neck_w - up * 0.1 * height, chin - right * neck_w - up * 0.1 * height,
                      chin - right * neck_w - up * 0.9 * height, chin + right * neck_w - up * 0.9 * height])  # fmt: skip
-    shoulders = np.array([chin - up * 0.45 * height + right * 0.95 * height, chin - up * 0.45 * height - right * 0.95 * height,
-                          chin - up * 2 * height - right * 1.2 * height, chin - up * 2 * height + right * 1.2 * height])  # fmt: skip
+    shoulders = np.array([chin - up * 0.45 * height + right * 0.95 * height,
+                          chin - up * 0.45 * height - right * 0.95 * height,
+                          chin - up * 2 * height - right * 1.2 * height,
+                          chin - up * 2 * height + right * 1.2 * height])  # fmt: skip
     if has_hair and not identity.has("Male"):  # long hair falls behind the shoulders
         long_hair = np.concatenate([h["cranium"], [chin - up * 0.55 * height + right * 0.62 * height,
                                                    chin - up * 0.55 * height - right * 0.62 * height]])  # fmt: skip
@@ -174,7 +176,8 @@ def render_face(points: np.ndarray, identity: Identity, size: int, transform: np
         teeth = np.zeros_like(mask)
         top_mid = p[13, :2]
         band = np.array([top_mid + right * 0.2 * height, top_mid - right * 0.2 * height,
-                         top_mid - right * 0.2 * height - up * teeth_h, top_mid + right * 0.2 * height - up * teeth_h])  # fmt: skip
+                         top_mid - right * 0.2 * height - up * teeth_h,
+                         top_mid + right * 0.2 * height - up * teeth_h])  # fmt: skip
         _poly(teeth, band, 255)
         img[(mask > 127) & (teeth > 127)] = (240, 240, 235)
 
@@ -183,12 +186,12 @@ def render_face(points: np.ndarray, identity: Identity, size: int, transform: np
                       p[61, :2] + up * 0.05 * height])  # fmt: skip
         _poly(img, m, hair if has_hair else (60, 45, 35))
     if identity.has("Goatee"):
-        g = np.array([p[17, :2] - right * 0.09 * height, p[17, :2] + right * 0.09 * height, p[152, :2] + right * 0.06 * height,
-                      p[152, :2] - right * 0.06 * height])  # fmt: skip
+        g = np.array([p[17, :2] - right * 0.09 * height, p[17, :2] + right * 0.09 * height,
+                      p[152, :2] + right * 0.06 * height, p[152, :2] - right * 0.06 * height])  # fmt: skip
         _poly(img, g, hair if has_hair else (60, 45, 35))
 
     if identity.has("Eyeglasses"):
-        for k, loop in enumerate(t["eyes"]):
+        for loop in t["eyes"]:
             eye = p[loop, :2]
             ctr = eye.mean(0)
             w = np.linalg.norm(eye.max(0) - eye.min(0)) * 0.75

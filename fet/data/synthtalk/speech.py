@@ -53,8 +53,8 @@ def frame_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
 
 def synthesize(rng: np.random.Generator, duration_s: float, base_f0: float | None = None) -> Speech:
     """A clip of ``duration_s`` seconds of synthetic speech with its per-frame mouth tracks."""
-    n = int(round(duration_s * SAMPLE_RATE))
-    T = int(round(duration_s * FPS))
+    n = round(duration_s * SAMPLE_RATE)
+    T = round(duration_s * FPS)
     audio = np.zeros(n, np.float64)
     ctrl = np.zeros((3, n))  # jaw, round, stretch targets at audio rate
     f0 = base_f0 or rng.uniform(95, 230)

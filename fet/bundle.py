@@ -1,0 +1,258 @@
+"""Bundles: one directory (local or ``s3://``) holding every trained component the pipeline needs.
+
+    bundle.json                        format version, components, training runs, metrics, pipeline defaults
+    semantic_encoder.{safetensors,json}  E_sem (stage 1)
+    denoiser.{safetensors,json}          talker UNet (stage 3; initialised from stage 1)
+    pose_guider.{safetensors,json}       E_ldm (stage 3)
+    attribute_classifier.{…}, attribute_library.json   editing (stage 2)
+    audio2mesh.{…}, audio2pose.{…}, audio_encoder.json  audio → landmarks (stage A)
+    audio_encoder/                       wav2vec2 weights, when the audio encoder is wav2vec2
+    codec/                               diffusers AutoencoderKL, when the codec is not pixel space
+    face_landmarker.task                 MediaPipe FaceLandmarker used for the reference image
+
+Every component is safetensors + JSON config; nothing is unpickled. ``export_bundle`` assembles a
+bundle from the directories the training stages write; ``load_bundle`` checks every piece is there
+and names what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fet import storage
+from fet.audio.features import AudioEncoder, AudioEncoderConfig
+from fet.checkpoint import CheckpointError, load_weights, read_component_config, save_component
+from fet.config import from_dict
+from fet.editing.attributes import AttributeLibrary
+from fet.editing.classifier import AttributeClassifier
+from fet.editor import load_attribute_classifier, load_attribute_library
+from fet.landmarks.face_mesh import face_landmarker_path
+from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
+from fet.models.audio2pose import Audio2Pose, Audio2PoseConfig
+from fet.models.codec import build_codec
+from fet.models.pose_guider import PoseGuiderConfig
+from fet.models.presets import ImageModelConfig
+from fet.models.semantic_encoder import SemanticEncoder
+from fet.models.talker import TalkerDenoiser
+
+BUNDLE_FORMAT = 1
+WEIGHT_COMPONENTS = ("semantic_encoder", "denoiser", "pose_guider", "attribute_classifier", "audio2mesh", "audio2pose")
+FILES = ("attribute_library.json", "audio_encoder.json", "face_landmarker.task")
+
+
+class BundleError(ValueError):
+    """A bundle that is missing a component or whose components do not fit together."""
+
+
+# -- component save/load used by the trainers and the bundle ------------------------------------------------
+def save_talker(directory: str, talker: TalkerDenoiser) -> None:
+    image = dataclasses.asdict(talker.cfg)
+    save_component(directory, "denoiser", talker.denoiser, "denoiser", image)
+    guider = {"image": image, "guider": dataclasses.asdict(talker.guider_cfg)}
+    save_component(directory, "pose_guider", talker.pose_guider, "pose_guider", guider)
+
+
+def load_talker(directory: str) -> TalkerDenoiser:
+    den = read_component_config(directory, "denoiser", "denoiser")
+    gd = read_component_config(directory, "pose_guider", "pose_guider")
+    if gd["image"] != den:
+        raise CheckpointError(f"{directory}: pose_guider.json was built for a different denoiser than denoiser.json")
+    cfg = from_dict(ImageModelConfig, den, where=f"{directory}/denoiser.json")
+    talker = TalkerDenoiser(cfg, from_dict(PoseGuiderConfig, gd["guider"], where=f"{directory}/pose_guider.json"))
+    load_weights(directory, "denoiser", talker.denoiser)
+    load_weights(directory, "pose_guider", talker.pose_guider)
+    return talker.eval()
+
+
+def load_semantic_encoder(directory: str) -> SemanticEncoder:
+    cfg = from_dict(ImageModelConfig, read_component_config(directory, "semantic_encoder", "semantic_encoder"))
+    return load_weights(directory, "semantic_encoder", SemanticEncoder(cfg)).eval()
+
+
+def save_audio_models(
+    directory: str, audio: AudioEncoderConfig, audio2mesh: Audio2Mesh, audio2pose: Audio2Pose
+) -> None:
+    storage.write_text(storage.join(directory, "audio_encoder.json"), json.dumps(dataclasses.asdict(audio), indent=2))
+    save_component(directory, "audio2mesh", audio2mesh, "audio2mesh", dataclasses.asdict(audio2mesh.cfg))
+    save_component(directory, "audio2pose", audio2pose, "audio2pose", dataclasses.asdict(audio2pose.cfg))
+
+
+def load_audio_encoder_config(directory: str) -> AudioEncoderConfig:
+    path = storage.join(directory, "audio_encoder.json")
+    if not storage.exists(path):
+        raise CheckpointError(f"{path}: missing; expected the audio encoder config written with Audio2Mesh")
+    cfg = from_dict(AudioEncoderConfig, json.loads(storage.read_text(path)), where=path)
+    if cfg.path and not storage.is_s3(cfg.path) and not Path(cfg.path).is_absolute():
+        cfg.path = storage.join(directory, cfg.path)  # weights shipped inside the bundle
+    return cfg
+
+
+def load_audio_models(directory: str) -> tuple[Audio2Mesh, Audio2Pose]:
+    mesh_cfg = from_dict(Audio2MeshConfig, read_component_config(directory, "audio2mesh", "audio2mesh"))
+    pose_cfg = from_dict(Audio2PoseConfig, read_component_config(directory, "audio2pose", "audio2pose"))
+    return (
+        load_weights(directory, "audio2mesh", Audio2Mesh(mesh_cfg)).eval(),
+        load_weights(directory, "audio2pose", Audio2Pose(pose_cfg)).eval(),
+    )
+
+
+# -- bundles ------------------------------------------------------------------------------------------------
+def _copy(src: str, dst: str) -> None:
+    storage.write_bytes(dst, storage.read_bytes(src))
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    base = str(src).rstrip("/")
+    for f in storage.list_files(base):
+        _copy(f, storage.join(dst, f[len(base) + 1 :]))
+
+
+def export_bundle(
+    out: str,
+    *,
+    image_dir: str,
+    talker_dir: str,
+    editing_dir: str,
+    audio_dir: str,
+    face_landmarker: str | None = None,
+    runs: dict[str, str] | None = None,
+    metrics: dict[str, Any] | None = None,
+    pipeline: dict[str, Any] | None = None,
+) -> str:
+    """Copy the components the training stages wrote into one bundle at ``out`` and write ``bundle.json``.
+
+    image_dir: stage 1 (semantic_encoder); talker_dir: stage 3 (denoiser + pose_guider);
+    editing_dir: stage 2 (attribute_classifier + attribute_library.json); audio_dir: stage A.
+    The wav2vec2 weights and the codec named in the configs are copied in, so the bundle stands alone.
+    """
+    sources = {
+        "semantic_encoder": image_dir,
+        "denoiser": talker_dir,
+        "pose_guider": talker_dir,
+        "attribute_classifier": editing_dir,
+        "audio2mesh": audio_dir,
+        "audio2pose": audio_dir,
+    }
+    for name, src in sources.items():
+        for ext in ("safetensors", "json"):
+            path = storage.join(src, f"{name}.{ext}")
+            if not storage.exists(path):
+                raise BundleError(f"{path}: missing; the {name!r} component is needed for a bundle")
+            _copy(path, storage.join(out, f"{name}.{ext}"))
+    _copy(storage.join(editing_dir, "attribute_library.json"), storage.join(out, "attribute_library.json"))
+    _copy(str(face_landmarker_path(face_landmarker)), storage.join(out, "face_landmarker.task"))
+
+    audio = load_audio_encoder_config(audio_dir)
+    if audio.kind == "wav2vec2":
+        _copy_tree(audio.path, storage.join(out, "audio_encoder"))
+        audio.path = "audio_encoder"
+    storage.write_text(storage.join(out, "audio_encoder.json"), json.dumps(dataclasses.asdict(audio), indent=2))
+
+    image_cfg = read_component_config(talker_dir, "denoiser", "denoiser")
+    if image_cfg.get("codec") != "identity":
+        _copy_tree(image_cfg["codec_path"], storage.join(out, "codec"))
+    info = {
+        "format_version": BUNDLE_FORMAT,
+        "components": {n: read_component_config(out, n, n) for n in WEIGHT_COMPONENTS},
+        "audio_encoder": dataclasses.asdict(audio),
+        "runs": runs or {},
+        "metrics": metrics or {},
+        "pipeline": pipeline or {},
+    }
+    storage.write_text(storage.join(out, "bundle.json"), json.dumps(info, indent=2, sort_keys=True))
+    return out
+
+
+@dataclass
+class Bundle:
+    """Every component of a bundle, loaded and on one device."""
+
+    uri: str
+    info: dict
+    image_cfg: ImageModelConfig
+    semantic_encoder: SemanticEncoder
+    talker: TalkerDenoiser
+    codec: torch.nn.Module
+    classifier: AttributeClassifier
+    library: AttributeLibrary
+    audio_encoder: AudioEncoder
+    audio2mesh: Audio2Mesh
+    audio2pose: Audio2Pose
+    face_landmarker: Path
+    pipeline_defaults: dict = field(default_factory=dict)
+
+
+def check_bundle(uri: str) -> dict:
+    """bundle.json of ``uri`` after checking every file is present; errors name what is missing."""
+    info_path = storage.join(uri, "bundle.json")
+    if not storage.exists(info_path):
+        raise BundleError(f"{uri}: no bundle.json; expected a bundle written by export_bundle")
+    info = json.loads(storage.read_text(info_path))
+    if info.get("format_version") != BUNDLE_FORMAT:
+        raise BundleError(f"{info_path}: format_version {info.get('format_version')}, expected {BUNDLE_FORMAT}")
+    missing = [
+        f"{n}.{ext}"
+        for n in WEIGHT_COMPONENTS
+        for ext in ("safetensors", "json")
+        if not storage.exists(storage.join(uri, f"{n}.{ext}"))
+    ] + [f for f in FILES if not storage.exists(storage.join(uri, f))]
+    if missing:
+        raise BundleError(f"bundle {uri}: missing component file(s) {', '.join(missing)}")
+    return info
+
+
+def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
+    info = check_bundle(uri)
+    try:
+        talker = load_talker(uri)
+        encoder = load_semantic_encoder(uri)
+        image_cfg = talker.cfg
+        if dataclasses.asdict(encoder.cfg) != dataclasses.asdict(image_cfg):
+            raise BundleError(f"bundle {uri}: semantic_encoder and denoiser describe different image models")
+        if image_cfg.codec != "identity":
+            image_cfg = dataclasses.replace(image_cfg, codec_path=storage.join(uri, "codec"))
+        classifier = load_attribute_classifier(uri)
+        if classifier.z_dim != image_cfg.z_dim:
+            raise BundleError(f"bundle {uri}: classifier z_dim {classifier.z_dim} != model z_dim {image_cfg.z_dim}")
+        audio_cfg = load_audio_encoder_config(uri)
+        audio2mesh, audio2pose = load_audio_models(uri)
+    except CheckpointError as e:
+        raise BundleError(f"bundle {uri}: {e}") from e
+    audio_encoder = AudioEncoder(audio_cfg)
+    for name, m in (("audio2mesh", audio2mesh), ("audio2pose", audio2pose)):
+        if m.cfg.feature_dim != audio_encoder.dim:
+            raise BundleError(
+                f"bundle {uri}: {name} expects {m.cfg.feature_dim}-d audio features, "
+                f"the audio encoder gives {audio_encoder.dim}"
+            )
+    task = storage.join(uri, "face_landmarker.task")
+    if storage.is_s3(task):
+        local = Path(tempfile.mkdtemp(prefix="fet-bundle-")) / "face_landmarker.task"
+        local.write_bytes(storage.read_bytes(task))
+        task = str(local)
+    modules = [encoder, talker, classifier, audio_encoder, audio2mesh, audio2pose]
+    codec = build_codec(image_cfg)
+    for m in [*modules, codec]:
+        m.to(device).eval()
+    return Bundle(
+        uri,
+        info,
+        image_cfg,
+        encoder,
+        talker,
+        codec,
+        classifier,
+        load_attribute_library(uri),
+        audio_encoder,
+        audio2mesh,
+        audio2pose,
+        Path(task),
+        info.get("pipeline", {}),
+    )

@@ -1,0 +1,122 @@
+import io
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from fet.audio.features import AudioEncoder, AudioEncoderConfig, interpolate_to_frames
+from fet.audio.load import AudioError, check_speech, load_audio, num_frames
+from tests.conftest import media
+from tests.fet.talking_helpers import speech
+
+
+def _encode(audio: np.ndarray, sr: int, fmt: str, codec: str, channels: int = 1) -> bytes:
+    """Write audio with PyAV into a container in memory (stereo duplicates the channel); PyAV converts
+    the float planar frames to whatever sample format the codec takes."""
+    buf = io.BytesIO()
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=sr, layout=layout)
+        data = np.repeat(audio[None], channels, 0).astype(np.float32)
+        for start in range(0, data.shape[1], 1024):
+            chunk = np.ascontiguousarray(data[:, start : start + 1024])
+            f = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            f.sample_rate, f.pts = sr, start
+            out.mux(stream.encode(f))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "fmt,codec,sr,channels",
+    [("wav", "pcm_s16le", 44100, 2), ("flac", "flac", 48000, 1), ("mp3", "libmp3lame", 44100, 2),
+     ("ipod", "aac", 22050, 1)],  # ipod = .m4a
+)  # fmt: skip
+def test_any_format_rate_and_layout_decodes_to_16k_mono(fmt, codec, sr, channels):
+    seconds = 2.0
+    t = np.arange(int(seconds * sr)) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    out = load_audio(_encode(tone, sr, fmt, codec, channels))
+    assert out.dtype == np.float32 and out.ndim == 1
+    # lossy codecs pad with encoder delay; the duration is still right to within 60 ms
+    assert abs(out.size / 16000 - seconds) < 0.06, out.size
+    spectrum = np.abs(np.fft.rfft(out[4000:20000]))
+    assert abs(np.argmax(spectrum) * 16000 / 16000 - 440) < 2  # the tone survives resampling
+
+
+def test_real_speech_files_load(tmp_path):
+    out = load_audio(media("audio/sadtalker_chinese_news_zh.wav"))  # 48 kHz stereo
+    assert abs(out.size / 16000 - 8.0) < 0.1
+    check_speech(out, 0.5)
+
+
+def test_bad_audio_is_refused_with_its_reason(tmp_path):
+    with pytest.raises(AudioError, match="no such audio file"):
+        load_audio(tmp_path / "missing.wav")
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        load_audio(b"this is not audio at all" * 10, name="upload.wav")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioError, match="empty.wav"):
+        load_audio(tmp_path / "empty.wav")
+    wav = _encode(speech(3.0), 16000, "wav", "pcm_s16le")
+    with pytest.raises(AudioError, match="longer than the maximum of 1 s"):
+        load_audio(wav, max_seconds=1.0)
+    with pytest.raises(AudioError, match="truncated.wav"):  # a header promising more than is there still
+        load_audio(wav[:30], name="truncated.wav")
+    with pytest.raises(AudioError, match="silent"):
+        check_speech(np.zeros(16000, np.float32), 0.2)
+    with pytest.raises(AudioError, match="at least 0.2 s"):
+        check_speech(speech(0.1), 0.2)
+
+
+def test_video_without_audio_track_is_refused(tmp_path):
+    from fet.media.mp4 import encode_mp4
+
+    path = tmp_path / "silent.mp4"
+    path.write_bytes(encode_mp4(np.zeros((5, 16, 16, 3), np.uint8), None, 16000))
+    with pytest.raises(AudioError, match="no audio stream"):
+        load_audio(path)
+
+
+def test_frame_count_and_feature_alignment():
+    assert num_frames(16000 * 2, 25) == 50 and num_frames(100, 25) == 1
+    # a ramp sampled at 100 Hz lands on the video timeline at the sub-frame centres
+    times = np.arange(400) / 100
+    feats = times[:, None].astype(np.float32)
+    out = interpolate_to_frames(feats, times, num_frames=100, fps=25, stack=4)
+    assert out.shape == (100, 4)
+    np.testing.assert_allclose(out[10], (10 + (np.arange(4) + 0.5) / 4) / 25, atol=1e-6)
+
+
+def test_mel_encoder_shapes_and_speech_sensitivity():
+    enc = AudioEncoder(AudioEncoderConfig(kind="mel", n_mels=40))
+    audio = speech(2.0)
+    f = enc(audio, num_frames(audio.size, 25))
+    assert f.shape == (50, 160) and torch.isfinite(f).all()
+    # per-utterance normalisation: loudness does not change the features
+    torch.testing.assert_close(enc(audio * 0.1, 50), f, atol=1e-3, rtol=1e-3)
+
+
+def test_wav2vec2_encoder_from_a_saved_model_and_from_s3(tmp_path, s3_bucket):
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from fet import storage
+
+    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)  # fmt: skip
+    torch.manual_seed(0)
+    Wav2Vec2Model(cfg).save_pretrained(tmp_path / "w2v")
+    audio = speech(5.0)
+    local = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "w2v"), stack=2, chunk_seconds=2.0))
+    f = local(audio, 125)
+    assert f.shape == (125, 64) and torch.isfinite(f).all()
+    storage.upload_dir(tmp_path / "w2v", f"{s3_bucket}/w2v")
+    remote = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=f"{s3_bucket}/w2v", stack=2, chunk_seconds=2.0))
+    torch.testing.assert_close(remote(audio, 125), f)
+    # one pass vs chunks of 2 s with 1 s of context: the same features up to edge effects
+    whole = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "w2v"), stack=2, chunk_seconds=60))
+    corr = np.corrcoef(whole(audio, 125).numpy().ravel(), f.numpy().ravel())[0, 1]
+    assert corr > 0.95, corr
+    with pytest.raises(ValueError, match="needs path="):
+        AudioEncoder(AudioEncoderConfig(kind="wav2vec2"))
