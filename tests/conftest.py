@@ -58,6 +58,7 @@ def s3_server(tmp_path_factory):
         weed, "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
         "-s3", f"-s3.port={ports['s3']}", "-master.volumeSizeLimitMB=64",
+        "-volume.max=200",  # every bucket is a collection that grows its own volumes; the default runs out
     ]  # fmt: skip
     log = open(root / "weed.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)

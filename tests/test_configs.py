@@ -6,7 +6,7 @@ import pytest
 
 from fet.config import ConfigError, apply_overrides, load_config, read_yaml
 from fet.models.presets import ImageModelConfig
-from fet.training.config import Stage1Config, Stage2Config, resolve_model
+from fet.training.config import AudioStageConfig, Stage1Config, Stage2Config, Stage3Config, resolve_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -16,7 +16,8 @@ def config_class(path: Path):
     if path.parent.name == "model":
         return None
     if path.parent.name == "train":
-        return Stage1Config if path.name.startswith("stage1") else Stage2Config
+        prefixes = {"stage1": Stage1Config, "stage2": Stage2Config, "audio": AudioStageConfig, "stage3": Stage3Config}
+        return next(cls for prefix, cls in prefixes.items() if path.name.startswith(prefix))
     raise AssertionError(f"no config class known for {path}")
 
 
@@ -30,6 +31,20 @@ def test_every_yaml_validates(path):
         cfg = load_config(cls, path)
         if isinstance(cfg, Stage1Config):
             cfg.image_model.validate()
+        if isinstance(cfg, AudioStageConfig):
+            from fet.audio.features import AudioEncoderConfig
+            from fet.config import from_dict
+            from fet.models.audio2mesh import Audio2MeshConfig
+            from fet.models.audio2pose import Audio2PoseConfig
+
+            from_dict(AudioEncoderConfig, cfg.audio).validate()
+            from_dict(Audio2MeshConfig, cfg.audio2mesh)
+            from_dict(Audio2PoseConfig, cfg.audio2pose)
+        if isinstance(cfg, Stage3Config):
+            from fet.config import from_dict
+            from fet.models.pose_guider import PoseGuiderConfig
+
+            from_dict(PoseGuiderConfig, cfg.guider)
 
 
 def test_overrides_and_errors():

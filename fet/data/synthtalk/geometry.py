@@ -75,8 +75,9 @@ def face_points(identity: Identity, expr: Expression) -> np.ndarray:
         v[upper, 1] -= expr.blink * (v[upper, 1] - centre[1]) * 0.95
         v[lower, 1] -= expr.blink * (v[lower, 1] - centre[1]) * 0.3
         rad = IRIS_RADIUS_CM
-        ctr = [*centre, 0, 0, 0.3]
-        iris.append([ctr, [*ctr, rad, 0, 0], [*ctr, 0, rad, 0], [*ctr, -rad, 0, 0], [*ctr, 0, -rad, 0]])
+        ctr = centre + np.array([0.0, 0.0, 0.3])
+        rim = np.array([[rad, 0, 0], [0, rad, 0], [-rad, 0, 0], [0, -rad, 0]])
+        iris.append([ctr, *(ctr + rim)])
     v[:, 0] *= identity.face_width
     v[:, 1] *= identity.face_height
     pts = np.concatenate(
