@@ -251,3 +251,16 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
               "-o", str(tmp_path / "bad.mp4")])  # fmt: skip
     assert e.value.code == 2 and "none.wav: no such audio file" in capsys.readouterr().err
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_several_faces_use_the_largest_and_say_so(pipe):
+    from fet.images import load_image
+
+    big = np.asarray(load_image(media("image/sadtalker_people_0.png")))  # 474²
+    small = np.asarray(load_image(media("image/sadtalker_happy.png")).resize((237, 237)))
+    canvas = np.full((474, 474 + 237, 3), 255, np.uint8)
+    canvas[:, :474], canvas[118:355, 474:] = big, small
+    ref = pipe.encode(canvas, name="group.png")
+    assert ref.notes == ["group.png: 2 faces found; using the largest"]
+    # the crop is the big face: its landmarks sit in the middle of the aligned crop
+    assert np.abs(ref.landmarks.points[:, :2].mean(0) - 0.5).max() < 0.1
