@@ -15,8 +15,6 @@ no edit, reconstructs the reference.
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,10 +137,10 @@ class FaceEditTalkerPipeline:
             crop, landmarks, notes = self.align(image, name)
         else:
             rgb = np.asarray(image) if isinstance(image, np.ndarray) else np.asarray(load_image(_image_source(image)))
-            size = self.image_cfg.image_size
-            crop = crop_square(rgb, (0, 0, rgb.shape[0]), size) if rgb.shape[:2] != (size, size) else rgb
             if rgb.shape[0] != rgb.shape[1]:
                 raise ImageError(f"{name}: with given landmarks the image must be a square crop, got {rgb.shape[:2]}")
+            size = self.image_cfg.image_size
+            crop = crop_square(rgb, (0, 0, rgb.shape[0]), size) if rgb.shape[:2] != (size, size) else rgb
         x = to_tensor(Image.fromarray(crop)).to(self.device)  # (1, 3, S, S)
         b = self.bundle
         ref_map = landmark_maps(landmarks.points[None], self.image_cfg.image_size).to(self.device)
@@ -234,7 +232,7 @@ class FaceEditTalkerPipeline:
                     f"audio: {speech.size / SAMPLE_RATE:.1f} s, longer than the maximum {self.cfg.max_seconds:g} s"
                 )
         else:
-            speech = load_audio(_audio_source(audio), max_seconds=self.cfg.max_seconds)
+            speech = load_audio(audio, max_seconds=self.cfg.max_seconds)
         check_speech(speech, self.cfg.min_seconds)
         ref = image if isinstance(image, Reference) else self.encode(image, reference_landmarks, steps)
         points = self.motion(speech, ref, pose_style)
@@ -271,9 +269,6 @@ class FaceEditTalkerPipeline:
             list(ref.notes),
         )
 
-    def config_dict(self) -> dict:
-        return dataclasses.asdict(self.cfg)
-
 
 def _image_source(image):
     return (
@@ -283,9 +278,3 @@ def _image_source(image):
         if isinstance(image, os.PathLike)
         else image
     )
-
-
-def _audio_source(audio):
-    if isinstance(audio, io.BytesIO):
-        return audio.getvalue()
-    return audio

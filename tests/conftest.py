@@ -59,6 +59,7 @@ def s3_server(tmp_path_factory):
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
         "-s3", f"-s3.port={ports['s3']}", "-master.volumeSizeLimitMB=64",
         "-volume.max=200",  # every bucket is a collection that grows its own volumes; the default runs out
+        "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed-port extras we do not use; two test runs would collide
     ]  # fmt: skip
     log = open(root / "weed.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)

@@ -22,6 +22,7 @@ from fet.metrics.image_quality import psnr
 from fet.training.config import Stage1Config
 from fet.training.ema import EMA
 from fet.training.losses import diffusion_loss
+from fet.training.optim import apply_gradients
 
 
 def stage1_loss(
@@ -77,12 +78,7 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict:
     while step < cfg.steps:
         for images, _, _ in loader:
             loss = stage1_loss(model, images, noise_schedule, step_generator(cfg.seed, step))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-            opt.step()
-            sched.step()
-            ema.update(model)
+            apply_gradients(loss, opt, params, cfg.optim.grad_clip, sched, ema, model)
             history.append(loss.item())
             step += 1
             bar.update(1)

@@ -33,6 +33,7 @@ from fet.models.talker import TalkerDenoiser
 from fet.training.config import Stage3Config
 from fet.training.ema import EMA
 from fet.training.losses import diffusion_loss
+from fet.training.optim import apply_gradients
 from fet.training.stage1 import step_generator, warmup_lambda
 
 
@@ -130,12 +131,7 @@ def train_stage3(cfg: Stage3Config, progress: bool = True) -> dict:
             landmark_maps(train.landmarks[tgt], size), landmark_maps(train.landmarks[ref], size),
             noise, step_generator(cfg.seed, step),
         )  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        opt.step()
-        sched.step()
-        ema.update(talker)
+        apply_gradients(loss, opt, params, cfg.optim.grad_clip, sched, ema, talker)
         history.append(loss.item())
     trained = ema.shadow.eval()
     save_talker(cfg.out, trained)

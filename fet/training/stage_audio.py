@@ -28,6 +28,7 @@ from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig, audio2mesh_loss
 from fet.models.audio2pose import Audio2Pose, Audio2PoseConfig, audio2pose_loss
 from fet.training.config import AudioStageConfig
 from fet.training.motion_data import MotionClip, motion_batch, motion_targets, prepare_motion_clip
+from fet.training.optim import apply_gradients
 
 
 def build_audio_models(cfg: AudioStageConfig) -> tuple[AudioEncoder, Audio2Mesh, Audio2Pose]:
@@ -100,11 +101,7 @@ def train_audio_stage(cfg: AudioStageConfig, progress: bool = True) -> dict:
     for step in tqdm(range(cfg.steps), desc="stage A", disable=not progress):
         batch = motion_batch(train, cfg.batch_size, window, rng)
         loss, parts = audio_stage_loss(a2m, a2p, batch)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
+        apply_gradients(loss, opt, params, cfg.grad_clip, sched)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             history.append({"step": step, "loss": loss.item(), **parts})
     a2m.eval(), a2p.eval()
