@@ -110,7 +110,7 @@ class FaceEditTalkerPipeline:
     # -- reference ----------------------------------------------------------------------------------------
     def align(self, image: ImageInput, name: str = "image") -> tuple[np.ndarray, FaceLandmarks, list[str]]:
         """Any image → (aligned crop (S, S, 3) uint8, its landmarks, notes). Raises NoFaceError."""
-        rgb = np.asarray(image) if isinstance(image, np.ndarray) else np.asarray(load_image(_image_source(image)))
+        rgb = _rgb(image)
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ImageError(f"{name}: expected an RGB image, got an array of shape {rgb.shape}")
         notes = []
@@ -136,7 +136,7 @@ class FaceEditTalkerPipeline:
         if landmarks is None:
             crop, landmarks, notes = self.align(image, name)
         else:
-            rgb = np.asarray(image) if isinstance(image, np.ndarray) else np.asarray(load_image(_image_source(image)))
+            rgb = _rgb(image)
             if rgb.shape[0] != rgb.shape[1]:
                 raise ImageError(f"{name}: with given landmarks the image must be a square crop, got {rgb.shape[:2]}")
             size = self.image_cfg.image_size
@@ -270,11 +270,9 @@ class FaceEditTalkerPipeline:
         )
 
 
-def _image_source(image):
-    return (
-        bytes(image)
-        if isinstance(image, bytes | bytearray)
-        else str(image)
-        if isinstance(image, os.PathLike)
-        else image
-    )
+def _rgb(image: ImageInput) -> np.ndarray:
+    """Any image input → (H, W, 3) uint8 RGB array (decoded by content for files and bytes)."""
+    if isinstance(image, np.ndarray):
+        return image
+    source = bytes(image) if isinstance(image, bytes | bytearray) else image
+    return np.asarray(load_image(str(source) if isinstance(source, os.PathLike) else source))

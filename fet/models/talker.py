@@ -26,9 +26,6 @@ class Guidance:
 
     residuals: list[torch.Tensor]
 
-    def select(self, index: torch.Tensor | slice) -> Guidance:
-        return Guidance([r[index] for r in self.residuals])
-
 
 class TalkerDenoiser(nn.Module):
     def __init__(self, cfg: ImageModelConfig, guider_cfg: PoseGuiderConfig) -> None:
