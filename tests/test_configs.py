@@ -18,6 +18,10 @@ def config_class(path: Path):
     if path.parent.name == "train":
         prefixes = {"stage1": Stage1Config, "stage2": Stage2Config, "audio": AudioStageConfig, "stage3": Stage3Config}
         return next(cls for prefix, cls in prefixes.items() if path.name.startswith(prefix))
+    if path.parent.name == "data":
+        from fet.data.preprocess import PreprocessConfig
+
+        return PreprocessConfig
     raise AssertionError(f"no config class known for {path}")
 
 

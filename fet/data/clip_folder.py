@@ -26,6 +26,8 @@ class ClipRecord:
     landmarks: np.ndarray  # (T, 478, 3) normalised
     transform: np.ndarray  # (T, 4, 4)
     fps: int = 25
+    features: np.ndarray | None = None  # (T, D) precomputed audio features (clip shards)
+    encoder: str | None = None  # what computed them (``fet.data.preprocess.encoder_name``)
 
     def __post_init__(self) -> None:
         T = self.frames.shape[0]

@@ -18,10 +18,8 @@ from tqdm import tqdm
 
 from fet import storage
 from fet.data.celeba_attributes import read_celeba_attributes
-from fet.images import center_square, load_image, to_tensor
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-SPLIT_DIRS = ("train", "val", "test")
+from fet.data.sources.common import SPLIT_DIRS
+from fet.images import IMAGE_SUFFIXES, center_square, load_image, to_tensor
 
 
 def split_of(name: str, val_fraction: float) -> str:

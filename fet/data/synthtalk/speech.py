@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import butter, lfilter, sosfiltfilt
 
+from fet.metrics.sync import audio_envelope
+
 SAMPLE_RATE = 16_000
 FPS = 25
 VISEME_LEAD_S = 0.06
@@ -45,10 +47,7 @@ def _resonator(f: float, bw: float) -> tuple[np.ndarray, np.ndarray]:
 
 def frame_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
     """RMS of the audio in each 40 ms video frame, (T,)."""
-    hop = SAMPLE_RATE // FPS
-    pad = np.zeros(num_frames * hop, np.float32)
-    pad[: min(len(audio), len(pad))] = audio[: len(pad)]
-    return np.sqrt((pad.reshape(num_frames, hop) ** 2).mean(1))
+    return audio_envelope(audio, num_frames, SAMPLE_RATE, FPS)
 
 
 def synthesize(rng: np.random.Generator, duration_s: float, base_f0: float | None = None) -> Speech:

@@ -1,0 +1,82 @@
+"""What is left to do for a preprocessing job, and a plain single-process runner of it.
+
+The Ray job (``ray_jobs/preprocess.py``) distributes exactly these pieces; ``run_serial`` is the
+baseline it is measured against and a way to preprocess a handful of clips without a cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from tqdm import tqdm
+
+from fet.data import shards
+from fet.data.preprocess.clips import ClipPreprocessor
+from fet.data.preprocess.config import PreprocessConfig
+from fet.data.preprocess.images import ImagePreprocessor
+from fet.data.shard_preview import write_previews
+from fet.data.sources import ClipItem, ImageItem, SourceConfig, list_items
+
+Work = tuple[ClipItem | ImageItem, set[str]]  # an input and the segment ids of it already published
+
+
+def shard_kind(source: SourceConfig) -> str:
+    return "clips" if source.is_clips else "images"
+
+
+def pending(cfg: PreprocessConfig, source: SourceConfig) -> tuple[list[Work], int]:
+    """(inputs of ``source`` not yet complete in ``cfg.out`` with what of them is done, inputs in total)."""
+    items = list_items(source)
+    progress = shards.scan_progress(cfg.out, shard_kind(source))
+    todo = []
+    for item in items:
+        key = shards.item_key(item.source, item.item_id)
+        if key not in progress.done:
+            todo.append((item, progress.partial.get(key, set())))
+    return todo, len(items)
+
+
+def make_processor(cfg: PreprocessConfig, kind: str, audio_features: bool = True):
+    return ClipPreprocessor(cfg, audio_features) if kind == "clips" else ImagePreprocessor(cfg)
+
+
+def run_serial(cfg: PreprocessConfig, progress: bool = True) -> dict[str, Any]:
+    """Process every pending input of every source in this process; returns counts and stage timings."""
+    stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "timings": Counter()}
+    t0 = time.perf_counter()
+    for source in cfg.sources:
+        kind = shard_kind(source)
+        todo, total = pending(cfg, source)
+        stats["skipped"] += total - len(todo)
+        if not todo:
+            continue
+        processor = make_processor(cfg, kind)
+        buffer: list[dict] = []
+        for item, skip in tqdm(todo, desc=f"{source.kind} {kind}", disable=not progress):
+            buffer += processor(item, skip)
+            stats["processed"] += 1
+            if len(buffer) >= cfg.rows_per_shard:
+                _flush(cfg, kind, buffer, stats)
+        _flush(cfg, kind, buffer, stats)
+    stats["manifest"] = shards.write_manifest(cfg.out)
+    write_previews(cfg.out)
+    stats["wall_seconds"] = time.perf_counter() - t0
+    stats["timings"] = dict(stats["timings"])
+    return stats
+
+
+def _flush(cfg: PreprocessConfig, kind: str, buffer: list[dict], stats: dict) -> None:
+    if not buffer:
+        return
+    for r in buffer:
+        for k, v in r.items():
+            if k.startswith(shards.TIMING_PREFIX):
+                stats["timings"][k[len(shards.TIMING_PREFIX) :]] += v
+    t = time.perf_counter()
+    summary = shards.write_shard(cfg.out, kind, buffer)
+    stats["timings"]["write"] += time.perf_counter() - t
+    stats["rows"] += summary["rows"]
+    stats["rejects"] += summary["rejects"]
+    buffer.clear()

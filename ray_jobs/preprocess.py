@@ -1,0 +1,131 @@
+"""Ray Data preprocessing: shard clips and images, with landmarks and audio features precomputed.
+
+    python -m ray_jobs.preprocess --config configs/data/synthtalk.yaml [key=value ...]
+    ray job submit --working-dir . -- python -m ray_jobs.preprocess --config configs/data/hdtf.yaml
+
+Per source: list the inputs (driver) → drop those already complete in ``out`` → Ray Data
+``flat_map`` over a pool of actors, each holding one MediaPipe FaceLandmarker and one audio encoder
+(``fet.data.preprocess``) → optionally audio features in their own (GPU) actors → shard writers
+(``fet.data.shards``: atomic Parquet + sidecar) → manifest, rejects table and previews.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from fet.audio.features import AudioEncoder
+from fet.config import from_dict, to_dict
+from fet.data import shards
+from fet.data.preprocess import PreprocessConfig, add_audio_features, make_processor, pending, shard_kind
+from fet.data.shard_preview import write_previews
+from fet.data.sources import item_from_dict, item_to_dict
+from ray_jobs.common import QUIET_ENV, init_ray, load_job_config, parse_args
+
+
+class ProcessInputs:
+    """A Ray Data actor: one input row ``{item, skip}`` → its shard rows (accepted and rejected)."""
+
+    def __init__(self, cfg: dict, kind: str, audio_features: bool) -> None:
+        import cv2
+        import torch
+
+        os.environ.update(QUIET_ENV)
+        config = from_dict(PreprocessConfig, cfg)
+        threads = max(1, round(config.ray.cpus_per_worker))  # no oversubscription: one pool per CPU share
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+        self.processor = make_processor(config, kind, audio_features)
+
+    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.processor(item_from_dict(row["item"]), set(row["skip"]))
+
+
+class AddAudioFeatures:
+    """A Ray Data actor computing audio features (wav2vec2 on a GPU when the actor has one)."""
+
+    def __init__(self, cfg: dict) -> None:
+        import torch
+
+        self.encoder = AudioEncoder(from_dict(PreprocessConfig, cfg).audio_encoder).eval()
+        if torch.cuda.is_available():
+            self.encoder.to("cuda")
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return add_audio_features(row, self.encoder)
+
+
+def write_batch(batch: pa.Table, out: str, kind: str) -> dict[str, list]:
+    t = time.perf_counter()
+    summary = shards.write_shard(out, kind, batch.to_pylist())
+    return {k: [v] for k, v in summary.items()} | {"write_seconds": [time.perf_counter() - t]}
+
+
+def run(cfg: PreprocessConfig) -> dict[str, Any]:
+    import ray
+
+    r = cfg.ray
+    stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "write_seconds": 0.0}
+    t0 = time.perf_counter()
+    cfg_dict = to_dict(cfg)
+    for source in cfg.sources:
+        kind = shard_kind(source)
+        todo, total = pending(cfg, source)
+        stats["skipped"] += total - len(todo)
+        print(f"{source.kind}: {total} inputs, {len(todo)} to process, {total - len(todo)} already done", flush=True)
+        if not todo:
+            continue
+        separate_audio = kind == "clips" and r.audio_workers > 0
+        # one input per block, so inputs spread over every actor (from_items needs no read tasks, which
+        # matters on small machines: the actor pool holds nearly every CPU)
+        items = [{"item": item_to_dict(item), "skip": sorted(skip)} for item, skip in todo]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.flat_map(
+            ProcessInputs,
+            fn_constructor_kwargs={"cfg": cfg_dict, "kind": kind, "audio_features": not separate_audio},
+            compute=ray.data.ActorPoolStrategy(size=min(r.num_workers, len(todo))),
+            num_cpus=r.cpus_per_worker,
+            num_gpus=r.gpus_per_worker or None,
+        )
+        if separate_audio:
+            ds = ds.map(
+                AddAudioFeatures,
+                fn_constructor_kwargs={"cfg": cfg_dict},
+                compute=ray.data.ActorPoolStrategy(size=r.audio_workers),
+                num_cpus=0.5,
+                num_gpus=r.gpus_per_audio_worker or None,
+            )
+        ds = ds.map_batches(write_batch, batch_size=cfg.rows_per_shard, batch_format="pyarrow",
+                            fn_kwargs={"out": cfg.out, "kind": kind}, num_cpus=0.1)  # fmt: skip
+        for s in ds.take_all():
+            stats["rows"] += s["rows"]
+            stats["rejects"] += s["rejects"]
+            stats["write_seconds"] += s["write_seconds"]
+        stats["processed"] += len(todo)
+    stats["manifest"] = shards.write_manifest(cfg.out)
+    write_previews(cfg.out)
+    stats["wall_seconds"] = time.perf_counter() - t0
+    return stats
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args("ray_jobs.preprocess", __doc__.splitlines()[0], argv)
+    cfg = load_job_config(PreprocessConfig, args)
+    init_ray(args.address)
+    stats = run(cfg)
+    m = stats["manifest"]
+    for kind in shards.KINDS:
+        if kind in m:
+            k = m[kind]
+            print(f"{kind}: {k['rows']} rows in {len(k['shards'])} shards ({k['splits']}), {k['rejects']} rejected "
+                  f"{k['reject_reasons']}")  # fmt: skip
+    print(f"processed {stats['processed']} inputs, skipped {stats['skipped']} already done, "
+          f"{stats['wall_seconds']:.1f} s; manifest: {shards.manifest_uri(cfg.out)}")  # fmt: skip
+    return stats
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The Ray Data preprocessing job on real clips and photos: shards with the right timing, shapes and
+landmarks, rejects with reasons, no repeated work, resume after a lost shard, and S3 in and out."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fet import storage
+from fet.config import load_config
+from fet.data import shards
+from fet.data.preprocess import PreprocessConfig
+from fet.landmarks.detector import FaceLandmarkDetector
+from fet.media.mp4 import write_mp4
+from fet.media.video import VideoReader
+from tests.conftest import media
+
+pytestmark = pytest.mark.timeout(900)
+
+CLIPS = {  # input name → shared media file
+    "retalking_005": "video/retalking_5.mp4",
+    "aniportrait_000": "video/aniportrait_pose_ref.mp4",
+    "vertical_000": "video/latentsync_vertical_hevc.mp4",
+}
+
+
+def _config(inputs: Path, out: str, *extra: str) -> PreprocessConfig:
+    overrides = [f"out={out}", "size=128", "segment_seconds=4.0", "rows_per_shard=2", *extra]
+    data = {
+        "sources": [{"kind": "hdtf", "root": str(inputs / "clips")}, {"kind": "ffhq", "root": str(inputs / "faces")}]
+    }
+    cfg_file = inputs / "job.yaml"
+    cfg_file.write_text("# test job\n" + json.dumps(data))
+    return load_config(PreprocessConfig, cfg_file, overrides)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("raw")
+    clips, faces = root / "clips", root / "faces"
+    clips.mkdir()
+    faces.mkdir()
+    for name, rel in CLIPS.items():
+        shutil.copy(media(rel), clips / f"{name}.mp4")
+    data = media("video/retalking_5.mp4").read_bytes()
+    (clips / "truncated_000.mp4").write_bytes(data[: len(data) // 3])  # moov atom at the end: unreadable
+    (clips / "empty_000.mp4").write_bytes(b"")
+    frames = VideoReader(media("video/retalking_5.mp4")).frames(np.arange(50))
+    write_mp4(str(clips / "mute_000.mp4"), frames, None, 16_000, 25)  # a real video without an audio track
+    shutil.copy(media("image/sadtalker_happy.png"), faces / "happy.png")
+    vertical = VideoReader(media("video/latentsync_vertical_hevc.mp4")).frames(np.array([0]))[0]
+    Image.fromarray(vertical[:400, :400]).save(faces / "curtain.png")  # the background: no face
+    (faces / "notes.png").write_text("this is a text file, not a PNG")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(local_ray, inputs, tmp_path_factory):
+    from ray_jobs.preprocess import run
+
+    out = str(tmp_path_factory.mktemp("shards"))
+    cfg = _config(inputs, out)
+    return cfg, run(cfg)
+
+
+def _clip_rows(out: str) -> dict[str, dict]:
+    return {r["clip_id"]: r for r in shards.read_rows(out, "clips")}
+
+
+def test_shards_have_25fps_timing_audio_and_landmark_shapes(first_run):
+    cfg, _ = first_run
+    rows = _clip_rows(cfg.out)
+    # 4 s segments; a last piece of at least min_seconds (1 s) is its own segment, a shorter one joins the last
+    assert set(rows) == {"retalking_005", "aniportrait_000@000", "aniportrait_000@001", "vertical_000@000",
+                         "vertical_000@001", "vertical_000@002"}  # fmt: skip
+    for name, rel in CLIPS.items():
+        info = VideoReader(media(rel)).info
+        total = sum(r["num_frames"] for k, r in rows.items() if k.split("@")[0] == name)
+        assert total == int(info.seconds * 25 + 1e-6), name  # every 25 fps tick, once
+    for clip_id, r in rows.items():
+        T = r["num_frames"]
+        assert r["fps"] == 25 and len(r["frames"]) == T
+        assert shards.unpack(r["audio"]).shape == (T * 16_000 // 25,)
+        assert shards.unpack(r["landmarks"]).shape == (T, 478, 3)
+        assert shards.unpack(r["transform"]).shape == (T, 4, 4)
+        assert shards.unpack(r["blendshapes"]).shape == (T, 52)
+        assert shards.unpack(r["pose"]).shape == (T, 6)
+        assert shards.unpack(r["audio_features"]).shape == (T, 320)  # mel: 80 bins x 4 sub-frames
+        assert json.loads(r["audio_encoder"])["kind"] == "mel"
+        assert Image.open(io.BytesIO(r["frames"][0])).size == (128, 128)
+        assert r["face_ratio"] >= 0.95 and r["landmark_source"] == "mediapipe", clip_id
+    assert rows["vertical_000@000"]["num_frames"] == 100 and rows["vertical_000@002"]["num_frames"] == 50
+    assert (rows["vertical_000@000"]["source_width"], rows["vertical_000@000"]["source_height"]) == (1080, 1920)
+    m = json.loads(storage.read_text(shards.manifest_uri(cfg.out)))
+    assert m["clips"]["rows"] == 6 and m["images"]["rows"] == 1
+    assert set(m["clips"]["timings"]) >= {"decode", "landmarks", "audio", "encode"}
+
+
+def test_landmarks_land_on_the_faces(first_run):
+    """The stored landmarks match a fresh MediaPipe run on the stored crop, and sit on a face-sized region
+    in the middle of the crop. preview_clips.png draws them over the frames for a person to check."""
+    cfg, _ = first_run
+    with FaceLandmarkDetector() as det:
+        for r in _clip_rows(cfg.out).values():
+            rec = shards.clip_record(r)
+            for t in (0, rec.frames.shape[0] // 2):
+                fresh = det.detect(rec.frames[t])
+                assert fresh is not None
+                err = np.abs(fresh.points[:, :2] - rec.landmarks[t, :, :2]).mean()
+                assert err < 0.01, (r["clip_id"], t, err)
+            lm = rec.landmarks[..., :2]
+            centre, extent = lm.mean(1), lm.max(1) - lm.min(1)
+            assert np.all(np.abs(centre - 0.5) < 0.15) and np.all((extent > 0.3) & (extent < 0.75))
+    assert Path(cfg.out, "preview_clips.png").stat().st_size > 10_000
+
+
+def test_bad_inputs_are_rejected_with_reasons(first_run, inputs):
+    cfg, stats = first_run
+    rejects = {r["item_id"]: r for r in shards.read_rejects(cfg.out)}
+    expected = {"truncated_000": "corrupt", "empty_000": "empty_file", "mute_000": "no_audio",
+                "curtain": "no_face", "notes": "unreadable"}  # fmt: skip
+    assert {k: v["reason"] for k, v in rejects.items()} == expected
+    for item, r in rejects.items():
+        assert item in r["detail"] and str(inputs) in r["detail"], r  # the message names the input
+    assert "no audio stream" in rejects["mute_000"]["detail"]
+    assert stats["rows"] == 7 and stats["rejects"] == 5
+
+
+def test_second_run_does_no_repeated_work(first_run):
+    from ray_jobs.preprocess import run
+
+    cfg, _ = first_run
+    before = {p: p.stat().st_mtime_ns for p in Path(cfg.out).rglob("part-*")}
+    stats = run(cfg)
+    assert stats["processed"] == 0 and stats["skipped"] == 9
+    assert {p: p.stat().st_mtime_ns for p in Path(cfg.out).rglob("part-*")} == before
+
+
+def test_a_lost_shard_is_redone_and_nothing_else(first_run, inputs, tmp_path):
+    """A crash before a shard's sidecar is published loses that shard only; the next run redoes exactly
+    its segments (a long clip's other segments are not repeated)."""
+    from ray_jobs.preprocess import run
+
+    cfg, _ = first_run
+    out = tmp_path / "shards"
+    shutil.copytree(cfg.out, out)
+    sidecars = sorted((out / "clips").glob("part-*.json"))
+    lost = next(s for s in sidecars if any(i.startswith("vertical_000@") for i in json.loads(s.read_text())["ids"]))
+    lost_segments = json.loads(lost.read_text())["segments"]
+    lost.unlink()
+    stats = run(_config(inputs, str(out)))
+    assert stats["processed"] == len(lost_segments)  # only the inputs that shard held
+    assert stats["rows"] + stats["rejects"] == sum(len(v) for v in lost_segments.values())  # only its segments
+    ids = [r["clip_id"] for r in shards.read_rows(str(out), "clips", columns=["clip_id"])]
+    assert sorted(ids) == sorted(_clip_rows(cfg.out))  # every clip once: nothing lost, nothing doubled
+
+
+def test_s3_in_and_out(local_ray, s3_bucket, inputs):
+    from ray_jobs.preprocess import run
+
+    storage.write_bytes(
+        f"{s3_bucket}/raw/clips/retalking_005.mp4", (inputs / "clips" / "retalking_005.mp4").read_bytes()
+    )
+    storage.write_bytes(f"{s3_bucket}/raw/clips/empty_000.mp4", b"")
+    storage.write_bytes(f"{s3_bucket}/raw/faces/happy.png", (inputs / "faces" / "happy.png").read_bytes())
+    cfg = _config(inputs, f"{s3_bucket}/shards", "segment_seconds=20", f"sources.0.root={s3_bucket}/raw/clips",
+                  f"sources.1.root={s3_bucket}/raw/faces")  # fmt: skip
+    stats = run(cfg)
+    assert stats["rows"] == 2 and stats["rejects"] == 1
+    m = json.loads(storage.read_text(f"{s3_bucket}/shards/manifest.json"))
+    assert m["clips"]["rows"] == 1 and m["clips"]["reject_reasons"] == {"empty_file": 1}
+    row = next(shards.read_rows(f"{s3_bucket}/shards", "clips"))
+    assert row["clip_id"] == "retalking_005" and row["num_frames"] == 122
+    assert storage.exists(f"{s3_bucket}/shards/preview_clips.png")
