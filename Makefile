@@ -35,8 +35,8 @@ test-all: install
 	$(PY) -m pytest -m "not gpu"
 
 lint: install
-	$(VENV)/bin/ruff check fet tests
-	$(VENV)/bin/ruff format --check fet tests
+	$(VENV)/bin/ruff check fet ray_jobs tests benchmarks
+	$(VENV)/bin/ruff format --check fet ray_jobs tests benchmarks
 
 demo: install
 	$(PY) -m fet.demo --out outputs/demo

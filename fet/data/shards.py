@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ def write_shard(out: str, kind: str, rows: list[dict[str, Any]]) -> dict[str, An
     timings = Counter()
     for r in rows:
         timings.update({k[len(TIMING_PREFIX) :]: float(v) for k, v in r.items() if k.startswith(TIMING_PREFIX)})
+    t_write = time.perf_counter()
     if accepted:
         keep = [k for k in accepted[0] if k not in BOOKKEEPING and not k.startswith(TIMING_PREFIX)]
         table = pa.Table.from_pylist([{k: r[k] for k in keep} for r in accepted])
@@ -117,7 +119,7 @@ def write_shard(out: str, kind: str, rows: list[dict[str, Any]]) -> dict[str, An
         "items": items,  # item key → how many segments the item has in total
         "segments": segments,  # item key → the segments (accepted or rejected) this shard holds
         "rejects": rejects,
-        "timings": dict(timings),
+        "timings": {**timings, "write": timings["write"] + time.perf_counter() - t_write},
     }
     storage.write_text(storage.join(folder, f"{name}.json"), json.dumps(sidecar, indent=1))
     return {"shard": name, "rows": len(accepted), "rejects": len(rejects)}

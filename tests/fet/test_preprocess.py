@@ -1,0 +1,125 @@
+"""Preprocessing without Ray: dataset layouts, 25 fps resampling, the SynthTalk path through the same
+code, and the helpers that fill gaps and score clips."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fet.config import load_config
+from fet.data import shards
+from fet.data.celeba_attributes import format_celeba_attributes, read_celeba_attributes
+from fet.data.preprocess import PreprocessConfig, run_serial
+from fet.data.preprocess.clips import fill_missing, landmark_jitter
+from fet.data.sources import SourceConfig, SourceError, list_items
+from fet.data.synthtalk.__main__ import generate
+from fet.landmarks.detector import FaceLandmarks
+from fet.media.mp4 import write_mp4
+from fet.media.video import VideoReader, segment_starts
+
+
+def _touch(path, data: bytes = b"x") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_voxceleb2_layout_with_separate_audio_and_speaker_splits(tmp_path):
+    for spk in ("id00012", "id00015"):
+        for vid in ("abc", "xyz"):
+            _touch(tmp_path / "dev" / "mp4" / spk / vid / "00001.mp4")
+    items = list_items(SourceConfig(kind="voxceleb2", root=str(tmp_path / "dev" / "mp4"),
+                                    audio_root=str(tmp_path / "dev" / "aac"), val_fraction=0.5))  # fmt: skip
+    assert [i.item_id for i in items] == ["id00012/abc/00001", "id00012/xyz/00001", "id00015/abc/00001",
+                                          "id00015/xyz/00001"]  # fmt: skip
+    assert items[0].audio == str(tmp_path / "dev" / "aac" / "id00012" / "abc" / "00001.m4a")
+    by_speaker = {}
+    for i in items:
+        by_speaker.setdefault(i.speaker, set()).add(i.split)
+    assert all(len(s) == 1 for s in by_speaker.values())  # one person never spans two splits
+    _touch(tmp_path / "bad" / "loose.mp4")
+    with pytest.raises(SourceError, match="id<NNNNN>"):
+        list_items(SourceConfig(kind="voxceleb2", root=str(tmp_path / "bad")))
+
+
+def test_hdtf_vfhq_and_celeba_layouts(tmp_path):
+    _touch(tmp_path / "hdtf" / "WDA_BarackObama_000.mp4")
+    _touch(tmp_path / "hdtf" / "WDA_BarackObama_001.mp4")
+    hdtf = list_items(SourceConfig(kind="hdtf", root=str(tmp_path / "hdtf")))
+    assert {i.speaker for i in hdtf} == {"WDA_BarackObama"} and len({i.split for i in hdtf}) == 1
+    for f in range(3):
+        _touch(tmp_path / "vfhq" / "Clip+G0DGRma_p48+P0+C0+F11208-11383" / f"{f:08d}.png")
+    (vfhq,) = list_items(SourceConfig(kind="vfhq", root=str(tmp_path / "vfhq")))
+    assert vfhq.speaker == "G0DGRma_p48" and vfhq.fps == 25.0 and vfhq.audio is None
+    labels = {"0.jpg": np.r_[np.ones(20), np.zeros(20)].astype(np.int8)}
+    _touch(tmp_path / "celeba" / "CelebA-HQ-img" / "0.jpg")
+    (tmp_path / "celeba" / "CelebAMask-HQ-attribute-anno.txt").write_text(format_celeba_attributes(labels))
+    (img,) = list_items(SourceConfig(kind="celeba_hq", root=str(tmp_path / "celeba" / "CelebA-HQ-img")))
+    assert np.array_equal(img.attributes, labels["0.jpg"])
+    with pytest.raises(SourceError, match="unknown data set"):
+        SourceConfig(kind="lrs3").validate()
+
+
+def test_30fps_video_is_resampled_by_timestamp(tmp_path):
+    """A 30 fps input becomes a true 25 fps clip: frame i shows the source frame at time i/25."""
+    frames = np.zeros((60, 64, 64, 3), np.uint8)
+    frames[:] = (np.arange(60) * 4)[:, None, None, None]  # brightness encodes the source index
+    write_mp4(str(tmp_path / "v.mp4"), frames, None, 16_000, fps=30)
+    reader = VideoReader(tmp_path / "v.mp4")
+    assert reader.info.num_frames == 60 and reader.info.fps == pytest.approx(30)
+    (_, got), *_ = list(reader.segments(25, 100))
+    assert got.shape[0] == 50  # 2 s at 25 fps
+    shown = np.round(got.reshape(50, -1).mean(1) / 4)
+    assert np.abs(shown - np.floor(np.arange(50) * 30 / 25)).max() <= 1  # codec noise at most one step
+    assert segment_starts(122, 100, 25) == [0] and segment_starts(125, 100, 25) == [0, 100]
+
+
+def test_frame_folder_reads_as_video(tmp_path):
+    for i in range(30):
+        Image.fromarray(np.full((32, 48, 3), i * 8, np.uint8)).save(tmp_path / f"{i:04d}.png")
+    reader = VideoReader(tmp_path, fps=25)
+    assert (reader.info.num_frames, reader.info.width, reader.info.height) == (30, 48, 32)
+    assert reader.frames(np.array([0, 29]))[1, 0, 0, 0] == 29 * 8
+
+
+def test_fill_missing_interpolates_and_marks_gaps():
+    def face(x: float) -> FaceLandmarks:
+        return FaceLandmarks(np.full((478, 3), x, np.float32), np.eye(4), np.zeros(52, np.float32))
+
+    out = fill_missing([face(0.2), None, None, face(0.5)])
+    assert out["face_found"].tolist() == [True, False, False, True]
+    assert np.allclose(out["landmarks"][:, 0, 0], [0.2, 0.3, 0.4, 0.5])
+    still = np.tile(out["landmarks"][:1], (10, 1, 1))
+    still[:, :, :2] += np.random.default_rng(0).normal(0, 0.01, (10, 478, 2))
+    assert landmark_jitter(still, np.ones(10, bool)) > 10 * landmark_jitter(np.tile(out["landmarks"][:1], (10, 1, 1)),
+                                                                            np.ones(10, bool)) - 1e-9  # fmt: skip
+
+
+def test_synthtalk_through_the_serial_runner(tmp_path):
+    """SynthTalk keeps its ground-truth landmarks (no detection) and runs everything else the same way;
+    a second run does nothing."""
+    generate(tmp_path / "st", images=6, clips=2, size=64, seconds=2.0, workers=1, progress=False)
+    cfg = load_config(PreprocessConfig, None, [f"out={tmp_path / 'shards'}", "size=64", "rows_per_shard=4"])
+    cfg.sources = [SourceConfig(kind="synthtalk", root=str(tmp_path / "st" / "clips")),
+                   SourceConfig(kind="synthtalk_images", root=str(tmp_path / "st" / "images"))]  # fmt: skip
+    stats = run_serial(cfg, progress=False)
+    assert stats["rows"] == 8 and stats["rejects"] == 0
+    assert set(stats["timings"]) >= {"decode", "landmarks", "audio", "encode", "write"}
+    for row in shards.read_rows(cfg.out, "clips"):
+        rec = shards.clip_record(row)
+        side = np.load(tmp_path / "st" / "clips" / row["split"] / f"{row['clip_id']}.npz")
+        assert np.array_equal(rec.landmarks, side["landmarks"]) and rec.frames.shape == (50, 64, 64, 3)
+        assert rec.features.shape == (50, 320) and rec.audio.shape == (50 * 640,)
+        assert np.corrcoef(rec.audio, side["audio"][: 50 * 640])[0, 1] > 0.95  # the mp4's AAC track, aligned
+        assert row["sync_corr"] > 0.5  # SynthTalk's mouth follows its speech
+    labels = read_celeba_attributes(str(tmp_path / "st" / "CelebAMask-HQ-attribute-anno.txt"))
+    for row in shards.read_rows(cfg.out, "images"):
+        assert row["attributes"] == labels[row["image_id"].split("/")[-1] + ".png"].tolist()
+        assert Image.open(io.BytesIO(row["image"])).size == (64, 64)
+    assert (tmp_path / "shards" / "preview_clips.png").exists() and (
+        tmp_path / "shards" / "preview_images.png"
+    ).exists()
+    again = run_serial(cfg, progress=False)
+    assert again["processed"] == 0 and again["skipped"] == 8
