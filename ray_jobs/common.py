@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from fet.config import ConfigError, load_config
 
@@ -27,9 +27,14 @@ def load_job_config(cls: type[T], args: argparse.Namespace) -> T:
     """The job's config, or exit 2 with the message (a user error, not a traceback)."""
     try:
         return load_config(cls, args.config, args.overrides)
-    except (ConfigError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    except (ConfigError, ValueError, OSError) as e:
+        fail(e)
+
+
+def fail(error: Exception) -> NoReturn:
+    """End the job with exit code 2 and a one-line message: a user error, not a traceback."""
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(2) from error
 
 
 def init_ray(address: str | None = None) -> None:

@@ -22,8 +22,9 @@ from fet.config import from_dict, to_dict
 from fet.data import shards
 from fet.data.preprocess import PreprocessConfig, add_audio_features, make_processor, pending, shard_kind
 from fet.data.shard_preview import write_previews
-from fet.data.sources import item_from_dict, item_to_dict
-from ray_jobs.common import QUIET_ENV, init_ray, load_job_config, parse_args
+from fet.data.sources import SourceError, item_from_dict, item_to_dict
+from fet.storage import StorageError
+from ray_jobs.common import QUIET_ENV, fail, init_ray, load_job_config, parse_args
 
 
 class ProcessInputs:
@@ -115,7 +116,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.preprocess", __doc__.splitlines()[0], argv)
     cfg = load_job_config(PreprocessConfig, args)
     init_ray(args.address)
-    stats = run(cfg)
+    try:
+        stats = run(cfg)
+    except (SourceError, StorageError) as e:  # a data folder that is missing or has the wrong layout
+        fail(e)
     m = stats["manifest"]
     for kind in shards.KINDS:
         if kind in m:

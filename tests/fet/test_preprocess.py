@@ -123,3 +123,12 @@ def test_synthtalk_through_the_serial_runner(tmp_path):
     ).exists()
     again = run_serial(cfg, progress=False)
     assert again["processed"] == 0 and again["skipped"] == 8
+
+
+def test_job_entry_point_reports_config_errors_without_a_traceback():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/data/synthtalk.yaml",
+                          "sources.0.kind=lrs3"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "unknown data set 'lrs3'" in out.stderr and "Traceback" not in out.stderr

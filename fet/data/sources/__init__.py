@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from fet.data.sources.clips import list_hdtf, list_synthtalk_clips, list_vfhq, list_voxceleb2
 from fet.data.sources.common import ClipItem, ImageItem, SourceError, item_from_dict, item_to_dict
 from fet.data.sources.images import list_celeba_hq, list_ffhq, list_synthtalk_images
+from fet.storage import StorageError
 
 CLIP_SOURCES: dict[str, Callable[..., list[ClipItem]]] = {
     "hdtf": list_hdtf,
@@ -60,10 +61,13 @@ def list_items(cfg: SourceConfig) -> list[ClipItem] | list[ImageItem]:
     """The work items of one source, sorted by id (so ``limit`` and sharding are reproducible)."""
     cfg.validate()
     fractions = {"val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction}
-    if cfg.is_clips:
-        items = CLIP_SOURCES[cfg.kind](cfg.root, audio_root=cfg.audio_root, **fractions)
-    else:
-        items = IMAGE_SOURCES[cfg.kind](cfg.root, attributes=cfg.attributes, **fractions)
+    try:
+        if cfg.is_clips:
+            items = CLIP_SOURCES[cfg.kind](cfg.root, audio_root=cfg.audio_root, **fractions)
+        else:
+            items = IMAGE_SOURCES[cfg.kind](cfg.root, attributes=cfg.attributes, **fractions)
+    except StorageError as e:
+        raise SourceError(f"{cfg.kind} source: {e}; expected a folder or s3:// prefix holding the data set") from e
     items = sorted(items, key=lambda it: it.item_id)
     if not items:
         raise SourceError(f"{cfg.root}: no inputs found for a {cfg.kind} layout")
