@@ -22,27 +22,28 @@ _INDEX = re.compile(r"_\d+$")
 _VOX_ID = re.compile(r"^id\d+$")
 
 
-def _videos(root: str) -> list[str]:
-    return [f for f in storage.list_files(root) if f.lower().endswith(VIDEO_SUFFIXES)]
+def _videos(root: str) -> list[tuple[str, PurePosixPath]]:
+    """(URI, path relative to ``root``) of every video file under ``root``."""
+    files = [f for f in storage.list_files(root) if f.lower().endswith(VIDEO_SUFFIXES)]
+    return [(f, PurePosixPath(relative(f, root))) for f in files]
 
 
 def list_hdtf(root: str, audio_root: str | None = None, val_fraction: float = 0.05,
               test_fraction: float = 0.05) -> list[ClipItem]:  # fmt: skip
     items = []
-    for video in _videos(root):
-        rel = relative(video, root)
-        stem = PurePosixPath(rel).stem
-        speaker = _INDEX.sub("", stem)
-        items.append(ClipItem(stem, "hdtf", speaker, split_for(speaker, rel, val_fraction, test_fraction), video))
+    for video, rel in _videos(root):
+        speaker = _INDEX.sub("", rel.stem)
+        items.append(
+            ClipItem(rel.stem, "hdtf", speaker, split_for(speaker, str(rel), val_fraction, test_fraction), video)
+        )
     return items
 
 
 def list_voxceleb2(root: str, audio_root: str | None = None, val_fraction: float = 0.05,
                    test_fraction: float = 0.05) -> list[ClipItem]:  # fmt: skip
     items = []
-    for video in _videos(root):
-        rel = relative(video, root)
-        parts = PurePosixPath(rel).parts
+    for video, rel in _videos(root):
+        parts = rel.parts
         ids = [i for i, p in enumerate(parts) if _VOX_ID.match(p)]
         if not ids or len(parts) - ids[-1] != 3:
             raise SourceError(f"{video}: expected VoxCeleb2's id<NNNNN>/<video>/<NNNNN>.mp4 layout under {root}")
@@ -51,7 +52,7 @@ def list_voxceleb2(root: str, audio_root: str | None = None, val_fraction: float
         if audio_root:
             audio = storage.join(audio_root, speaker, youtube, f"{stem}.m4a")
         item_id = f"{speaker}/{youtube}/{stem}"
-        split = split_for(speaker, rel, val_fraction, test_fraction)
+        split = split_for(speaker, str(rel), val_fraction, test_fraction)
         items.append(ClipItem(item_id, "voxceleb2", speaker, split, video, audio=audio))
     return items
 
