@@ -46,11 +46,15 @@ def motion_targets(clip: MotionClip, reference: int) -> tuple[np.ndarray, np.nda
 def motion_batch(
     clips: list[MotionClip], batch_size: int, window: int, rng: np.random.Generator
 ) -> dict[str, torch.Tensor]:
-    """A batch of windows: features (B, W, D), reference_mesh (B, 468, 3), offsets (B, W, 468, 3),
+    """A batch of windows from clips drawn at random (see ``motion_windows``)."""
+    return motion_windows([clips[rng.integers(len(clips))] for _ in range(batch_size)], window, rng)
+
+
+def motion_windows(clips: list[MotionClip], window: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """One random window per clip: features (B, W, D), reference_mesh (B, 468, 3), offsets (B, W, 468, 3),
     poses (B, W, 6), style (B,), mask (B, W) (0 past the end of a short clip)."""
     feats, refs, offs, poses, styles, masks = [], [], [], [], [], []
-    for _ in range(batch_size):
-        c = clips[rng.integers(len(clips))]
+    for c in clips:
         T = c.features.shape[0]
         start = int(rng.integers(0, max(1, T - window + 1)))
         n = min(window, T - start)

@@ -1,0 +1,74 @@
+"""A data-parallel rank's batches, epoch by epoch, reproducible and resumable at any batch.
+
+``rows(epoch)`` yields lists of shard rows (this rank's share, e.g. from Ray Data's
+``get_dataset_shard``). With ``cache=True`` the first pass decodes every row once into examples kept
+in memory; each epoch is then a permutation seeded by (seed, epoch, rank), so batch ``b`` of epoch
+``e`` is the same after a restart. Without the cache, each epoch streams the rows again (shuffled by
+the reader with an epoch seed) and decodes as it goes. Resuming skips the batches already trained
+on; random choices inside a batch come from a generator seeded by (seed, epoch, batch, rank).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from fet.training.tasks.base import TrainingTask
+
+RowSource = Callable[[int], Iterator[list[dict[str, Any]]]]
+
+
+class EmptyShardError(ValueError):
+    pass
+
+
+class EpochBatches:
+    def __init__(self, task: TrainingTask, rows: RowSource, batch_size: int, seed: int, rank: int, cache: bool) -> None:
+        self.task, self.rows, self.batch_size = task, rows, batch_size
+        self.seed, self.rank, self.cache = seed, rank, cache
+        self.examples: list[Any] | None = None
+        self.limit: int | None = None  # batches per epoch agreed by every rank (cache mode)
+
+    def load(self) -> list[Any]:
+        """Every example of this rank's share (one pass over the rows)."""
+        if self.examples is None:
+            self.examples = [e for chunk in self.rows(0) for e in self.task.examples(chunk)]
+        return self.examples
+
+    def batches_per_epoch(self) -> int | None:
+        """Known up front only with the cache; the caller may lower it to the minimum over ranks."""
+        return len(self.load()) // self.batch_size if self.cache else None
+
+    def _rng(self, epoch: int, batch: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, batch, self.rank])
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches ``skip, skip + 1, ...`` of ``epoch``; empty if the rank has less than one batch."""
+        if self.cache:
+            yield from self._cached(epoch, skip)
+        else:
+            yield from self._streamed(epoch, skip)
+
+    def _cached(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        examples = self.load()
+        n = len(examples) // self.batch_size
+        if self.limit is not None:
+            n = min(n, self.limit)
+        order = np.random.default_rng([self.seed, epoch, self.rank, 7]).permutation(len(examples))
+        for b in range(skip, n):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self.task.collate([examples[i] for i in idx], self._rng(epoch, b))
+
+    def _streamed(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        buffer: list[Any] = []
+        b = 0
+        for chunk in self.rows(epoch):
+            buffer += self.task.examples(chunk)
+            while len(buffer) >= self.batch_size:
+                batch, buffer = buffer[: self.batch_size], buffer[self.batch_size :]
+                if b >= skip:
+                    yield self.task.collate(batch, self._rng(epoch, b))
+                b += 1

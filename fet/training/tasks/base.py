@@ -1,0 +1,87 @@
+"""What a training stage gives the distributed trainer: its data, its model, its loss, its report.
+
+The loop in ``ray_jobs.train_loop`` is the same for every stage; a ``TrainingTask`` says what is
+stage-specific. Rows come from the preprocessing shards (``fet.data.shards``); a row becomes one or
+more *examples* (decoded once), and ``collate`` turns a list of examples into a batch. ``build``
+returns a ``StageModel``: an ``nn.Module`` whose ``forward(batch, generator)`` returns the loss and
+its parts, and whose ``exported`` sub-module is what EMA tracks and the stage exports.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fet.config import from_dict
+from fet.training.job_config import TrainJobConfig
+
+S = TypeVar("S")
+
+
+class StageModel(nn.Module):
+    """A stage's trainable module: ``forward(batch, generator) → (loss, {name: float})``."""
+
+    @property
+    def exported(self) -> nn.Module:
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+@dataclass
+class Report:
+    """What a stage reports on held-out data: scalar metrics and pictures (PNG bytes by file name)."""
+
+    metrics: dict[str, float]
+    images: dict[str, bytes]
+
+
+class TrainingTask(ABC, Generic[S]):
+    stage: ClassVar[str]
+    kind: ClassVar[str]  # shard kind read: "images" or "clips"
+    columns: ClassVar[list[str]]  # shard columns read
+    section: ClassVar[type]  # dataclass of the ``task`` config section
+
+    def __init__(self, job: TrainJobConfig) -> None:
+        self.job = job
+        self.cfg: S = from_dict(self.section, job.task, where="task")
+
+    @abstractmethod
+    def build(self) -> StageModel:
+        """The model to train, initialised identically on every rank (the caller seeds torch)."""
+
+    @abstractmethod
+    def examples(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """Shard rows → training examples (a fixed number per row, so ranks stay in step)."""
+
+    @abstractmethod
+    def collate(self, examples: list[Any], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Examples → a batch (random choices, e.g. frame pairs, come from ``rng``)."""
+
+    def to(self, device: torch.device) -> None:
+        """Move the task's frozen modules (e.g. the stage-1 encoder) to the training device."""
+
+    def prepare(self, model: StageModel, examples: list[Any]) -> None:
+        """Called once with this rank's examples before training (e.g. statistics over the data)."""
+
+    @abstractmethod
+    def report(self, model: nn.Module, rows: list[dict[str, Any]]) -> Report:
+        """Metrics and pictures of the (EMA) ``exported`` module on held-out rows."""
+
+    @abstractmethod
+    def export(self, model: nn.Module, out: str) -> None:
+        """Write the (EMA) ``exported`` module as the component directory the bundle takes."""
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over data-parallel ranks (unchanged in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t

@@ -1,0 +1,110 @@
+"""Stage 3 as a distributed task: talker denoiser + PoseGuider on clip shards, E_sem and codec frozen
+(paper Eq. 9). An example is a decoded clip; each batch entry is a random (target, reference) frame
+pair of one clip, drawn anew every epoch. Each clip yields ``pairs_per_clip`` examples per epoch."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from fet.autoencoder import DiffusionAutoencoder
+from fet.bundle import save_talker
+from fet.config import from_dict
+from fet.data.shards import unpack
+from fet.diffusion.ddim import training_scheduler
+from fet.images import encode_png, image_grid
+from fet.landmarks.landmark_map import landmark_maps
+from fet.models.pose_guider import PoseGuiderConfig
+from fet.models.talker import TalkerDenoiser
+from fet.training.stage3 import TalkingFrames, sample_pairs, stage3_loss, talker_samples
+from fet.training.tasks.base import Report, StageModel, TrainingTask
+from fet.training.tasks.frames import decode_square, to_model_range
+
+
+@dataclass
+class Stage3Section:
+    autoencoder: str = "outputs/model"  # stage-1 component directory: frozen E_sem, denoiser init
+    guider: dict[str, Any] = field(default_factory=dict)  # PoseGuiderConfig overrides
+    pairs_per_clip: int = 8
+    eval_steps: int = 20
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # (T, S, S, 3) uint8
+    landmarks: np.ndarray  # (T, 478, 3)
+
+
+class Stage3Model(StageModel):
+    def __init__(self, talker: TalkerDenoiser, autoencoder: DiffusionAutoencoder) -> None:
+        super().__init__()
+        self.talker = talker
+        # frozen and shared with the task: kept out of the module tree, so DeepSpeed (ZeRO-3 partitioning
+        # included), the optimizer and EMA only ever see the talker
+        self.frozen = [autoencoder.requires_grad_(False)]
+        self.noise = training_scheduler(talker.cfg)
+
+    @property
+    def exported(self) -> TalkerDenoiser:
+        return self.talker
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        loss = stage3_loss(self.talker, self.frozen[0], batch["target"], batch["reference"],
+                           batch["target_map"], batch["reference_map"], self.noise, generator)  # fmt: skip
+        return loss, {}
+
+
+class Stage3Task(TrainingTask[Stage3Section]):
+    stage = "stage3"
+    kind = "clips"
+    columns: ClassVar[list[str]] = ["clip_id", "split", "frames", "landmarks"]
+    section = Stage3Section
+
+    def __init__(self, job) -> None:
+        super().__init__(job)
+        self.autoencoder = DiffusionAutoencoder.load(self.cfg.autoencoder).requires_grad_(False)
+        self.guider_cfg = from_dict(PoseGuiderConfig, self.cfg.guider, where="task.guider")
+        self.size = self.autoencoder.cfg.image_size
+
+    def to(self, device: torch.device) -> None:
+        self.autoencoder.to(device)
+
+    def build(self) -> Stage3Model:
+        talker = TalkerDenoiser.from_stage1(self.autoencoder.denoiser, self.guider_cfg).train()
+        return Stage3Model(talker, self.autoencoder)
+
+    def clip(self, row: dict[str, Any]) -> Clip:
+        return Clip(np.stack([decode_square(b, self.size) for b in row["frames"]]), unpack(row["landmarks"]))
+
+    def examples(self, rows: list[dict[str, Any]]) -> list[Clip]:
+        return [c for r in rows for c in [self.clip(r)] * self.cfg.pairs_per_clip]
+
+    def collate(self, examples: list[Clip], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        tgt = [int(rng.integers(len(c.frames))) for c in examples]
+        ref = [int(rng.integers(len(c.frames))) for c in examples]
+        return {
+            "target": to_model_range(np.stack([c.frames[t] for c, t in zip(examples, tgt)])),
+            "reference": to_model_range(np.stack([c.frames[r] for c, r in zip(examples, ref)])),
+            "target_map": landmark_maps(np.stack([c.landmarks[t] for c, t in zip(examples, tgt)]), self.size),
+            "reference_map": landmark_maps(np.stack([c.landmarks[r] for c, r in zip(examples, ref)]), self.size),
+        }
+
+    @torch.no_grad()
+    def report(self, model: TalkerDenoiser, rows: list[dict[str, Any]]) -> Report:
+        clips = [self.clip(r) for r in rows]
+        bounds = np.cumsum([0] + [len(c.frames) for c in clips])
+        data = TalkingFrames(
+            to_model_range(np.concatenate([c.frames for c in clips])),
+            np.concatenate([c.landmarks for c in clips]),
+            np.concatenate([np.tile([a, b], (b - a, 1)) for a, b in itertools.pairwise(bounds)]),
+        )
+        pairs = sample_pairs(data, min(6, len(data.frames)), np.random.default_rng(self.job.seed + 1))
+        grid, value = talker_samples(model.eval(), self.autoencoder, data, pairs, self.cfg.eval_steps)
+        return Report({"val_target_psnr_db": value}, {"samples_stage3.png": encode_png(image_grid(grid, rows=4))})
+
+    def export(self, model: TalkerDenoiser, out: str) -> None:
+        save_talker(out, model)

@@ -1,0 +1,165 @@
+"""MLflow for training runs: one MLflow run per training run name, kept across restarts and resubmits.
+
+The driver creates (or finds) the run and hands its id to the workers; rank 0 logs into it with an
+``MlflowClient`` (no process-global active run, so a restarted worker simply logs on). Secrets never
+reach MLflow: keys that name credentials are masked and passwords in URIs are stripped before
+params are logged; S3 keys and tracking tokens come from the environment or the instance role.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+RUN_NAME_TAG = "fet.run_name"
+SECRET_KEY = re.compile(r"(secret|token|password|passwd|credential|access_key|api_key)", re.IGNORECASE)
+MAX_PARAM = 500  # MLflow's limit on a param value
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A config (nested dicts/lists) with credential-like keys masked and URI passwords removed."""
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if SECRET_KEY.search(key) and value not in (None, ""):
+        return "***"
+    if isinstance(value, str) and "://" in value and "@" in value:
+        parts = urlsplit(value)
+        if parts.password or parts.username:
+            host = parts.hostname or ""
+            netloc = f"{host}:{parts.port}" if parts.port else host
+            return urlunsplit(parts._replace(netloc=netloc))
+    return value
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """``{"optim": {"lr": 1e-4}}`` → ``{"optim.lr": "0.0001"}`` (lists kept as their text)."""
+    if isinstance(value, dict) and value:
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): str(value)[:MAX_PARAM]}
+
+
+def local_tracking_uri(uri: str, base: Path) -> str:
+    """``sqlite:///relative.db`` → an absolute path (workers do not share the driver's working dir)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = (base / uri[len(prefix) :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return uri
+
+
+def system_info() -> dict[str, str]:
+    import torch
+
+    info = {
+        "system.python": platform.python_version(),
+        "system.platform": platform.platform(),
+        "system.torch": torch.__version__,
+        "system.cpu_count": str(os.cpu_count()),
+        "system.cuda": str(torch.cuda.is_available()),
+    }
+    if torch.cuda.is_available():
+        info["system.gpu"] = torch.cuda.get_device_name(0)
+    for pkg in ("deepspeed", "ray", "mlflow", "diffusers"):
+        with contextlib.suppress(ImportError):
+            info[f"system.{pkg}"] = __import__(pkg).__version__
+    return info
+
+
+def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):  # artifacts next to the database, not in the cwd
+        location = Path(tracking_uri[len("sqlite:///") :]).parent.joinpath("mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by another job
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def find_run(tracking_uri: str, experiment: str, run_name: str) -> str | None:
+    """The id of the MLflow run of training run ``run_name``, if one exists."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    """Create the MLflow run of ``run_name`` with its params, or return the existing one (resubmit)."""
+    client = MlflowClient(tracking_uri)
+    exp_id = _experiment_id(client, experiment, tracking_uri)
+    existing = find_run(tracking_uri, experiment, run_name)
+    if existing:
+        client.update_run(existing, status="RUNNING")
+        return existing
+    run = client.create_run(exp_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags})
+    flat = flatten(redact(params)) | system_info()
+    items = [Param(k, v) for k, v in sorted(flat.items())]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    return run.info.run_id
+
+
+class RunLogger:
+    """Rank 0's handle on the MLflow run: batched metrics, images and the final component."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.client = MlflowClient(tracking_uri)
+        self.run_id = run_id
+        self.pending: list[Metric] = []
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
+
+    def flush(self) -> None:
+        for i in range(0, len(self.pending), 500):
+            self.client.log_batch(self.run_id, metrics=self.pending[i : i + 500])
+        self.pending = []
+
+    def image(self, png: bytes, name: str, step: int | None = None) -> None:
+        """``samples/step_000100/name`` (or ``samples/final/name``) in the run's artifacts."""
+        folder = "samples/final" if step is None else f"samples/step_{step:06d}"
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / name
+            path.write_bytes(png)
+            self.client.log_artifact(self.run_id, str(path), folder)
+
+    def tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def component(self, directory: str, model_name: str | None) -> str | None:
+        """Log the exported component's files; register them as a new version of ``model_name``."""
+        self.client.log_artifacts(self.run_id, directory, "component")
+        if not model_name:
+            return None
+        with contextlib.suppress(MlflowException):  # already registered
+            self.client.create_registered_model(model_name)
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/component"
+        version = self.client.create_model_version(model_name, source, run_id=self.run_id)
+        return str(version.version)
+
+
+def finish(tracking_uri: str, run_id: str, status: str) -> None:
+    MlflowClient(tracking_uri).set_terminated(run_id, status=status)

@@ -1,0 +1,155 @@
+"""Train one stage on Ray Train with DeepSpeed, tracked in MLflow.
+
+    python -m ray_jobs.train --config configs/train/ray/stage1_tiny.yaml [key=value ...]
+    ray job submit --working-dir . -- python -m ray_jobs.train --config configs/train/ray/stage1_tiny.yaml
+
+``python -m ray_jobs.train_stage1`` (``train_stage2``, ``train_audio``, ``train_stage3``) is the same
+with the stage fixed. The run is named by ``name``: submitting the same name again resumes it from
+its latest checkpoint, or, when it has finished, prints its result without training again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fet import storage
+from fet.config import ConfigError, to_dict
+from fet.data.shards import ShardError, shard_files
+from fet.training.job_config import STAGES, TrainJobConfig
+from fet.training.tasks import build_task
+from ray_jobs import tracking
+from ray_jobs.common import fail, init_ray, load_job_config, parse_args
+
+READ_CPUS = 0.1  # Ray Data read/filter tasks: small, so they never wait behind the training workers
+COMPLETE = "fet_complete.json"
+
+
+def _absolute(value: str) -> str:
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str(Path(value).resolve())
+
+
+def _local_paths_absolute(value: Any) -> Any:
+    """Relative local paths that exist → absolute (workers do not share the driver's working dir)."""
+    if isinstance(value, dict):
+        return {k: _local_paths_absolute(v) for k, v in value.items()}
+    if isinstance(value, str) and "://" not in value and "/" in value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
+def resolve(job: TrainJobConfig) -> TrainJobConfig:
+    job.storage_path = _absolute(job.storage_path)
+    job.out = _absolute(job.out)
+    job.data.shards = _absolute(job.data.shards)
+    job.task = _local_paths_absolute(job.task)
+    job.mlflow.tracking_uri = tracking.local_tracking_uri(job.mlflow.tracking_uri, Path.cwd())
+    return job
+
+
+def marker(job: TrainJobConfig) -> str:
+    return storage.join(job.storage_path, job.name, COMPLETE)
+
+
+def check(job: TrainJobConfig) -> None:
+    """Fail fast in the driver on what the workers would otherwise fail on later."""
+    job.validate()
+    build_task(job)  # validates the task section and loads its frozen inputs
+
+
+def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the trainer prints its own progress
+    files = shard_files(job.data.shards, kind)
+    ds = ray.data.read_parquet(files, columns=columns, ray_remote_args={"num_cpus": READ_CPUS})
+    return ds.filter(expr="split == 'train'", num_cpus=READ_CPUS)
+
+
+def run(job: TrainJobConfig) -> dict[str, Any]:
+    """Train (or resume) ``job``; returns its final metrics. Needs Ray initialised."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ray_jobs.train_loop import train_loop
+
+    resolve(job)
+    done = marker(job)
+    if storage.exists(done):
+        result = json.loads(storage.read_text(done))
+        print(f"[{job.name}] already complete ({result['steps']} steps); not training again. Result: {done}")
+        return result | {"already_complete": True}
+    check(job)
+    task = build_task(job)
+    run_id = tracking.start_run(job.mlflow.tracking_uri, job.mlflow.experiment, job.name, to_dict(job),
+                                {"fet.stage": job.stage})  # fmt: skip
+    print(f"[{job.name}] MLflow run {run_id} at {job.mlflow.tracking_uri}")
+    resources = {"CPU": job.scaling.cpus_per_worker}
+    if job.scaling.use_gpu:
+        resources["GPU"] = job.scaling.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"job": to_dict(job), "run_id": run_id, "tracking_uri": job.mlflow.tracking_uri},
+        scaling_config=ScalingConfig(
+            num_workers=job.scaling.num_workers, use_gpu=job.scaling.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=job.name,
+            storage_path=job.storage_path,
+            failure_config=FailureConfig(max_failures=job.checkpoint.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.keep),
+        ),
+        datasets={"train": dataset(job, task.kind, task.columns)},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    start = time.time()
+    try:
+        result = trainer.fit()
+    except Exception:
+        tracking.finish(job.mlflow.tracking_uri, run_id, "FAILED")
+        raise
+    metrics = {k: v for k, v in result.metrics.items() if not k.startswith("_")}
+    summary = {"name": job.name, "stage": job.stage, "steps": metrics.get("step"), "mlflow_run_id": run_id,
+               "out": job.out, "wall_seconds": time.time() - start, "metrics": metrics}  # fmt: skip
+    if summary["steps"] != job.steps:
+        raise RuntimeError(f"[{job.name}] ended at step {summary['steps']}, expected {job.steps}")
+    storage.write_text(done, json.dumps(summary, indent=2, default=str))
+    tracking.finish(job.mlflow.tracking_uri, run_id, "FINISHED")
+    return summary
+
+
+def main(argv: list[str] | None = None, stage: str | None = None) -> None:
+    args = parse_args(f"ray_jobs.train{'_' + stage if stage else ''}", __doc__, argv)
+    job = load_job_config(TrainJobConfig, args)
+    if stage is not None:
+        if job.stage != stage and args.config and "stage" in _yaml_keys(args.config):
+            fail(ConfigError(f"{args.config}: stage={job.stage!r}, but this entry point trains {stage!r}"))
+        job.stage = stage
+    try:
+        check(resolve(job))
+    except (ConfigError, ShardError, ValueError, OSError) as e:
+        fail(e)
+    init_ray(args.address)
+    summary = run(job)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def _yaml_keys(path: str) -> set[str]:
+    from fet.config import read_yaml
+
+    return set(read_yaml(path))
+
+
+def stage_main(stage: str) -> None:
+    if stage not in STAGES:
+        raise SystemExit(f"unknown stage {stage!r}")
+    main(sys.argv[1:], stage)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The Ray Train worker loop shared by every stage: DeepSpeed engine, EMA, checkpoints, MLflow.
+
+Each worker builds the stage's task (``fet.training.tasks``), wraps its model with
+``deepspeed.initialize`` (ZeRO stage and the rest from the DeepSpeed JSON), and trains until the
+run has taken exactly ``steps`` optimizer steps. Every ``checkpoint.every`` steps all ranks save
+the DeepSpeed state (weights, optimizer, LR schedule) into one Ray Train checkpoint, with rank 0
+adding the EMA weights and the position in the data; a restarted worker group loads the latest one
+and carries on from the next batch, so no step is repeated or lost. Rank 0 logs to MLflow and, at
+the end, exports the EMA component, logs it and registers it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from fet import storage
+from fet.config import from_dict
+from fet.data.shards import read_rows
+from fet.training.ema import EMA
+from fet.training.epochs import EpochBatches
+from fet.training.job_config import JobOptim, TrainJobConfig, deepspeed_config
+from fet.training.tasks import StageModel, TrainingTask, build_task
+from ray_jobs.tracking import RunLogger
+
+TAG = "ds"  # DeepSpeed checkpoint tag inside each Ray Train checkpoint
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch: int = 0  # batches of ``epoch`` already trained on (per rank)
+    resumed_from: list[int] = field(default_factory=list)  # steps at which the run was resumed
+
+
+def lr_lambda(optim: JobOptim, steps: int):
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant)."""
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        if optim.schedule == "constant":
+            return 1.0
+        progress = (step - optim.warmup_steps) / max(1, steps - optim.warmup_steps)
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """Noise and timesteps of one rank's micro-batch: a function of (seed, step, rank) only."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+
+
+def _mean_over_ranks(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t.tolist()
+
+
+def _min_over_ranks(value: int) -> int:
+    t = torch.tensor([value], dtype=torch.int64)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def _gathered(engine, module: torch.nn.Module):
+    """Full parameters of ``module`` on every rank under ZeRO-3 (no-op for ZeRO 0-2)."""
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+def _rows_source(job: TrainJobConfig):
+    shard = ray.train.get_dataset_shard("train")
+
+    def rows(epoch: int):
+        shuffle = {} if job.data.cache else {"local_shuffle_buffer_size": job.data.shuffle_buffer,
+                                             "local_shuffle_seed": job.seed * 1000 + epoch}  # fmt: skip
+        for table in shard.iter_batches(batch_size=job.data.read_batch, batch_format="pyarrow", **shuffle):
+            yield table.to_pylist()
+
+    return rows
+
+
+def _val_rows(job: TrainJobConfig, task: TrainingTask) -> list[dict[str, Any]]:
+    """A few held-out rows (val split, else test) for samples and metrics, read on rank 0 only."""
+    for split in ("val", "test"):
+        rows = []
+        for row in read_rows(job.data.shards, task.kind, split, columns=task.columns):
+            rows.append(row)
+            if len(rows) >= job.data.val_items:
+                return rows
+        if rows:
+            return rows
+    return []
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype | None):
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        out[k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
+    return out
+
+
+def _save(engine, ema: EMA, state: TrainState, rank: int, metrics: dict[str, float]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        engine.save_checkpoint(d, tag=TAG, client_state={"fet_state": dataclasses.asdict(state)})
+        if rank == 0:
+            save_file({k: v.detach().contiguous().clone() for k, v in ema.state_dict().items()},
+                      str(Path(d) / "ema.safetensors"))  # fmt: skip
+            (Path(d) / "state.json").write_text(json.dumps(dataclasses.asdict(state)))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _restore(engine, ema: EMA) -> TrainState:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrainState()
+    with checkpoint.as_directory() as d:
+        _, client = engine.load_checkpoint(d, tag=TAG)
+        ema.load_state_dict(load_file(str(Path(d) / "ema.safetensors")))
+    state = TrainState(**client["fet_state"])
+    state.resumed_from.append(state.step)
+    return state
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    import deepspeed
+
+    job = from_dict(TrainJobConfig, config["job"], where="job")
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if job.scaling.use_gpu else torch.device("cpu")
+    dtype = torch.bfloat16 if job.precision == "bf16" else None
+    logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
+
+    task = build_task(job)
+    task.to(device)
+    torch.manual_seed(job.seed)  # identical initial weights on every rank
+    model: StageModel = task.build().to(device)
+    batches = EpochBatches(task, _rows_source(job), job.batch_size, job.seed, rank, job.data.cache)
+    if job.data.cache:
+        task.prepare(model, batches.load())
+        batches.limit = _min_over_ranks(batches.batches_per_epoch())
+        if batches.limit < 1:
+            raise ValueError(f"{job.data.shards}: a worker holds fewer than batch_size={job.batch_size} "
+                             f"training examples; use fewer workers or a smaller batch_size")  # fmt: skip
+    else:
+        task.prepare(model, [e for chunk in batches.rows(0) for e in task.examples(chunk)])
+
+    ema = EMA(model.exported, job.optim.ema_decay)
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=job.optim.lr, weight_decay=job.optim.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(job.optim, job.steps))
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=schedule, config=deepspeed_config(job)
+    )
+    accumulation = engine.gradient_accumulation_steps()
+    state = _restore(engine, ema)
+    if state.resumed_from and logger:
+        logger.tag("fet.resumed_from", ",".join(map(str, state.resumed_from)))
+        print(f"[{job.name}] resumed at step {state.step}/{job.steps} (epoch {state.epoch}, batch {state.batch})")
+
+    val_rows = _val_rows(job, task) if rank == 0 else []
+    window: list[float] = []
+    t0, steps_at_t0 = time.time(), state.step
+    batch_iter = batches.epoch(state.epoch, state.batch)
+    engine.train()
+    while state.step < job.steps:
+        parts_sum: dict[str, float] = {}
+        loss_sum = 0.0
+        for _ in range(accumulation):
+            batch = next(batch_iter, None)
+            while batch is None:  # end of the epoch: the next one starts at its first batch
+                if state.batch == 0:
+                    raise ValueError(f"{job.data.shards}: this worker's share of the data gave no batch")
+                state.epoch, state.batch = state.epoch + 1, 0
+                batch_iter = batches.epoch(state.epoch)
+                batch = next(batch_iter, None)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype is not None):
+                loss, parts = engine(_to_device(batch, device, dtype), step_generator(job.seed, state.step, rank))
+            engine.backward(loss)
+            engine.step()
+            state.batch += 1
+            loss_sum += loss.item() / accumulation
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v / accumulation
+        with _gathered(engine, model.exported):
+            ema.update(model.exported)
+        state.step += 1
+
+        names = ["loss", *sorted(parts_sum)]
+        values = _mean_over_ranks([loss_sum, *[parts_sum[k] for k in names[1:]]])
+        if not math.isfinite(values[0]):
+            raise FloatingPointError(f"[{job.name}] loss is {values[0]} at step {state.step}; lower optim.lr")
+        window.append(values[0])
+        if logger:
+            rate = (state.step - steps_at_t0) * job.batch_size * world * accumulation / max(1e-9, time.time() - t0)
+            logger.metrics({**dict(zip(names, values)), "lr": schedule.get_last_lr()[0], "samples_per_second": rate},
+                           state.step)  # fmt: skip
+            if state.step % job.mlflow.log_every == 0 or state.step == job.steps:
+                logger.flush()
+                eta = (job.steps - state.step) * (time.time() - t0) / max(1, state.step - steps_at_t0)
+                print(f"[{job.name}] step {state.step}/{job.steps} loss {sum(window) / len(window):.4f} "
+                      f"{rate:.1f} samples/s eta {eta:.0f}s", flush=True)  # fmt: skip
+                window = []
+            every = job.mlflow.sample_every
+            if every and state.step % every == 0 and state.step < job.steps and val_rows:
+                report = task.report(ema.shadow, val_rows)
+                logger.metrics(report.metrics, state.step)
+                for name, png in report.images.items():
+                    logger.image(png, name, state.step)
+        if state.step % job.checkpoint.every == 0 and state.step < job.steps:
+            _save(engine, ema, state, rank, {"step": state.step, "loss": values[0]})
+
+    # the last checkpoint carries the final metrics (what the driver's result shows)
+    final = {"step": state.step, "resumed_from": ",".join(map(str, state.resumed_from))}
+    if rank == 0:
+        final |= _finish(job, task, ema, logger, val_rows)
+    _save(engine, ema, state, rank, final)
+
+
+def _finish(job: TrainJobConfig, task: TrainingTask, ema: EMA, logger: RunLogger, val_rows) -> dict[str, Any]:
+    """Rank 0 after the last step: held-out report, export of the EMA component, MLflow registry."""
+    trained = ema.shadow.eval()
+    report = task.report(trained, val_rows) if val_rows else None
+    metrics = dict(report.metrics) if report else {}
+    with tempfile.TemporaryDirectory() as d:
+        task.export(trained, d)
+        for name, png in (report.images if report else {}).items():
+            Path(d, name).write_bytes(png)
+        logger.metrics(metrics, job.steps)
+        logger.flush()
+        version = logger.component(d, job.model_name if job.mlflow.register else None)
+        info = {"name": job.name, "stage": job.stage, "steps": job.steps, "mlflow_run_id": logger.run_id,
+                "registered_model": job.model_name if version else None, "model_version": version,
+                "metrics": metrics}  # fmt: skip
+        Path(d, "training_run.json").write_text(json.dumps(info, indent=2))
+        for f in sorted(Path(d).rglob("*")):
+            if f.is_file():
+                storage.write_bytes(storage.join(job.out, f.relative_to(d).as_posix()), f.read_bytes())
+    for name, png in (report.images if report else {}).items():
+        logger.image(png, name)
+    return {**metrics, "model_version": version or ""}

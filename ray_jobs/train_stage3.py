@@ -1,0 +1,6 @@
+"""`python -m ray_jobs.train_stage3 --config F [key=value ...]`: ``ray_jobs.train`` with stage=stage3."""
+
+from ray_jobs.train import stage_main
+
+if __name__ == "__main__":
+    stage_main("stage3")
