@@ -67,8 +67,10 @@ def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the trainer prints its own progress
     files = shard_files(job.data.shards, kind)
-    ds = ray.data.read_parquet(files, columns=columns, ray_remote_args={"num_cpus": READ_CPUS})
-    return ds.filter(expr="split == 'train'", num_cpus=READ_CPUS)
+    from ray.data.expressions import col
+
+    ds = ray.data.read_parquet(files, num_cpus=READ_CPUS).select_columns(columns)
+    return ds.filter(expr=col("split") == "train", num_cpus=READ_CPUS)
 
 
 def run(job: TrainJobConfig) -> dict[str, Any]:
@@ -114,8 +116,12 @@ def run(job: TrainJobConfig) -> dict[str, Any]:
         tracking.finish(job.mlflow.tracking_uri, run_id, "FAILED")
         raise
     metrics = {k: v for k, v in result.metrics.items() if not k.startswith("_")}
+    checkpoint = result.checkpoint.path if result.checkpoint else ""
+    if checkpoint and "://" in job.storage_path:
+        checkpoint = job.storage_path.split("://")[0] + "://" + checkpoint.lstrip("/")
     summary = {"name": job.name, "stage": job.stage, "steps": metrics.get("step"), "mlflow_run_id": run_id,
-               "out": job.out, "wall_seconds": time.time() - start, "metrics": metrics}  # fmt: skip
+               "out": job.out, "checkpoint": checkpoint, "wall_seconds": time.time() - start,
+               "metrics": metrics}  # fmt: skip
     if summary["steps"] != job.steps:
         raise RuntimeError(f"[{job.name}] ended at step {summary['steps']}, expected {job.steps}")
     storage.write_text(done, json.dumps(summary, indent=2, default=str))

@@ -31,7 +31,8 @@ from fet.config import from_dict
 from fet.data.shards import read_rows
 from fet.training.ema import EMA
 from fet.training.epochs import EpochBatches
-from fet.training.job_config import JobOptim, TrainJobConfig, deepspeed_config
+from fet.training.job_config import TrainJobConfig, deepspeed_config
+from fet.training.optim import lr_lambda, step_generator
 from fet.training.tasks import StageModel, TrainingTask, build_task
 from ray_jobs.tracking import RunLogger
 
@@ -44,25 +45,6 @@ class TrainState:
     epoch: int = 0
     batch: int = 0  # batches of ``epoch`` already trained on (per rank)
     resumed_from: list[int] = field(default_factory=list)  # steps at which the run was resumed
-
-
-def lr_lambda(optim: JobOptim, steps: int):
-    """Linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant)."""
-
-    def factor(step: int) -> float:
-        if step < optim.warmup_steps:
-            return (step + 1) / optim.warmup_steps
-        if optim.schedule == "constant":
-            return 1.0
-        progress = (step - optim.warmup_steps) / max(1, steps - optim.warmup_steps)
-        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """Noise and timesteps of one rank's micro-batch: a function of (seed, step, rank) only."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1009 + rank)
 
 
 def _mean_over_ranks(values: list[float]) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -54,10 +55,15 @@ def s3_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("seaweedfs")
     taken: set[int] = set()
     ports = {name: _free_port(taken) for name in ("master", "volume", "filer", "s3")}
+    # one identity, as on a real S3: signed requests of every client (boto3, pyarrow's multipart uploads
+    # used by Ray Train) are checked against it; without identities the gateway rejects pyarrow's parts
+    identity = {"name": "test", "credentials": [{"accessKey": "test", "secretKey": "test"}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
+    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
     cmd = [
         weed, "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-        "-s3", f"-s3.port={ports['s3']}", "-master.volumeSizeLimitMB=64",
+        "-s3", f"-s3.port={ports['s3']}", f"-s3.config={root / 's3.json'}", "-master.volumeSizeLimitMB=64",
         "-volume.max=200",  # every bucket is a collection that grows its own volumes; the default runs out
         "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed-port extras we do not use; two test runs would collide
     ]  # fmt: skip
@@ -117,3 +123,21 @@ def s3_bucket(s3_server, request) -> str:
 def _deterministic():
     torch.manual_seed(0)
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def synthtalk_shards(tmp_path_factory) -> str:
+    """Preprocessed SynthTalk at 32 px: 160 labelled faces and 10 two-second clips (7 train, 1 val,
+    2 test), written by the serial preprocessing runner — the shards every trainer reads."""
+    from fet.config import load_config
+    from fet.data.preprocess import PreprocessConfig, run_serial
+    from fet.data.sources import SourceConfig
+    from fet.data.synthtalk.__main__ import generate
+
+    root = tmp_path_factory.mktemp("synthtalk")
+    generate(root / "world", images=160, clips=10, size=32, seconds=2.0, workers=2, progress=False)
+    cfg = load_config(PreprocessConfig, None, [f"out={root / 'shards'}", "size=32", "rows_per_shard=64"])
+    cfg.sources = [SourceConfig(kind="synthtalk", root=str(root / "world" / "clips")),
+                   SourceConfig(kind="synthtalk_images", root=str(root / "world" / "images"))]  # fmt: skip
+    run_serial(cfg, progress=False)
+    return str(root / "shards")

@@ -41,3 +41,25 @@ def test_preprocess_through_ray_job_submit(ray_head, tmp_path):
     assert m["clips"]["rows"] == 2 and m["images"]["rows"] == 6
     row = next(shards.read_rows(str(tmp_path / "shards"), "clips"))
     assert row["landmark_source"] == "sidecar" and row["num_frames"] == 50
+
+
+def test_training_through_ray_job_submit(ray_head, synthtalk_shards, tmp_path):
+    """Stage 2 on a saved stage-1 model: 2 Ray Train workers on the head, ZeRO-2, MLflow on SQLite."""
+    from mlflow import MlflowClient
+
+    from fet.autoencoder import DiffusionAutoencoder
+    from fet.training.config import resolve_model
+
+    address, env = ray_head
+    DiffusionAutoencoder(resolve_model({"preset": "tiny", "image_size": 32})).save(str(tmp_path / "stage1"))
+    db = tmp_path / "mlflow.db"
+    done = submit(address, env, "python", "-m", "ray_jobs.train_stage2", "--config",
+                  "configs/train/ray/stage2_tiny.yaml", f"data.shards={synthtalk_shards}", "steps=12",
+                  f"task.autoencoder={tmp_path / 'stage1'}", f"storage_path={tmp_path / 'ray'}",
+                  f"out={tmp_path / 'stage2'}", f"mlflow.tracking_uri=sqlite:///{db}", "task.eval_steps=2")  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 0 and "succeeded" in log, log[-4000:]
+    info = json.loads((tmp_path / "stage2" / "training_run.json").read_text())
+    assert info["steps"] == 12 and (tmp_path / "stage2" / "attribute_classifier.safetensors").exists()
+    run = MlflowClient(f"sqlite:///{db}").get_run(info["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["steps"] == "12"

@@ -1,0 +1,165 @@
+"""The training stages as tasks of the distributed trainer, exercised in one process (no Ray): each
+decodes real shard rows, takes optimizer steps that lower its loss, reports held-out metrics with a
+picture, and exports a component that loads back. Plus the resumable epoch order, LR schedule and
+DeepSpeed config the Ray loop relies on."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fet.autoencoder import DiffusionAutoencoder
+from fet.config import ConfigError, load_config
+from fet.data.shards import read_rows
+from fet.training.epochs import EpochBatches
+from fet.training.job_config import JobOptim, TrainJobConfig, deepspeed_config
+from fet.training.optim import lr_lambda, step_generator
+from fet.training.tasks import build_task
+
+CONFIGS = "configs/train/ray"
+
+
+def job(stage: str, shards: str, *overrides: str) -> TrainJobConfig:
+    return load_config(TrainJobConfig, f"{CONFIGS}/{stage}_tiny.yaml", [f"data.shards={shards}", *overrides])
+
+
+def train_steps(task, rows, steps: int, lr: float, batch_size: int = 8) -> list[float]:
+    torch.manual_seed(0)
+    model = task.build()
+    examples = task.examples(rows)
+    task.prepare(model, examples)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=lr)
+    batches = EpochBatches(task, lambda epoch: iter([rows]), batch_size, seed=0, rank=0, cache=True)
+    batches.examples = examples
+    losses, epoch = [], 0
+    while len(losses) < steps:
+        for batch in batches.epoch(epoch):
+            loss, _ = model(batch, step_generator(0, len(losses), 0))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) == steps:
+                break
+        epoch += 1
+    return losses, model
+
+
+def falls(losses: list[float], k: int = 5) -> bool:
+    return float(np.mean(losses[-k:])) < float(np.mean(losses[:k]))
+
+
+@pytest.fixture(scope="module")
+def stage1_dir(synthtalk_shards, tmp_path_factory):
+    task = build_task(job("stage1", synthtalk_shards))
+    rows = list(read_rows(synthtalk_shards, "images", "train", task.columns))
+    losses, model = train_steps(task, rows[:64], 30, 2e-3)
+    assert falls(losses), losses
+    out = str(tmp_path_factory.mktemp("stage1"))
+    task.export(model.exported, out)
+    return out
+
+
+def test_stage1_task_reports_and_exports(stage1_dir, synthtalk_shards):
+    task = build_task(job("stage1", synthtalk_shards, "task.eval_steps=4"))
+    model = DiffusionAutoencoder.load(stage1_dir)
+    rep = task.report(model, list(read_rows(synthtalk_shards, "images", "val", task.columns))[:4])
+    assert 5 < rep.metrics["val_reconstruction_psnr_db"] < 100  # a smoke value: 30 steps, 4 DDIM steps
+    assert Image.open(io.BytesIO(rep.images["reconstructions.png"])).size == (4 * 32, 2 * 32)
+
+
+def test_stage2_task_learns_attributes(stage1_dir, synthtalk_shards, tmp_path):
+    task = build_task(job("stage2", synthtalk_shards, f"task.autoencoder={stage1_dir}", "task.eval_steps=3"))
+    rows = list(read_rows(synthtalk_shards, "images", "train", task.columns))
+    losses, model = train_steps(task, rows, 40, 1e-2, batch_size=32)
+    assert falls(losses), losses
+    assert model.classifier.trained.sum() > 5 and torch.all(model.classifier.z_std > 0)
+    rep = task.report(model.exported, list(read_rows(synthtalk_shards, "images", "val", task.columns)))
+    assert 0.5 < rep.metrics["val_auroc_mean"] <= 1.0
+    assert Image.open(io.BytesIO(rep.images["edits.png"])).size[0] >= 2 * 32
+    task.export(model.exported, str(tmp_path))
+    assert json.loads((tmp_path / "attribute_library.json").read_text())["max_abs_alpha"] == 1.0
+
+
+def test_audio_task_uses_precomputed_features_and_learns(synthtalk_shards, tmp_path):
+    task = build_task(job("audio", synthtalk_shards))
+    rows = list(read_rows(synthtalk_shards, "clips", "train", task.columns))
+    assert rows[0]["audio_encoder"] == task.encoder_key  # the shard's mel features are the ones configured
+    clip = task.motion_clip(rows[0])
+    assert clip.features.shape == (rows[0]["num_frames"], task.encoder.dim)
+    losses, model = train_steps(task, rows, 40, 2e-3)
+    assert falls(losses), losses
+    rep = task.report(model, list(read_rows(synthtalk_shards, "clips", "val", task.columns)))
+    assert {"val_mesh_l1_cm", "val_mouth_opening_corr"} <= set(rep.metrics)
+    task.export(model, str(tmp_path))
+    assert (tmp_path / "audio2mesh.safetensors").exists() and (tmp_path / "audio_encoder.json").exists()
+
+
+def test_stage3_task_pairs_frames_of_one_clip(stage1_dir, synthtalk_shards, tmp_path):
+    task = build_task(job("stage3", synthtalk_shards, f"task.autoencoder={stage1_dir}", "task.eval_steps=3"))
+    rows = list(read_rows(synthtalk_shards, "clips", "train", task.columns))[:3]
+    examples = task.examples(rows)
+    assert len(examples) == 3 * task.cfg.pairs_per_clip
+    batch = task.collate(examples[:4], np.random.default_rng(0))
+    assert batch["target"].shape == (4, 3, 32, 32) and batch["target_map"].shape == (4, 3, 32, 32)
+    losses, model = train_steps(task, rows, 25, 1e-3)
+    assert falls(losses), losses
+    assert not any(p.requires_grad for p in task.autoencoder.parameters())  # E_sem and codec frozen
+    rep = task.report(model.exported, list(read_rows(synthtalk_shards, "clips", "val", task.columns)))
+    assert np.isfinite(rep.metrics["val_target_psnr_db"]) and "samples_stage3.png" in rep.images
+    task.export(model.exported, str(tmp_path))
+    assert (tmp_path / "pose_guider.safetensors").exists()
+
+
+class Counting:
+    """A task whose examples are the row indices, to see the epoch order."""
+
+    def examples(self, rows):
+        return [r["i"] for r in rows]
+
+    def collate(self, examples, rng):
+        return {"i": torch.tensor(examples), "r": torch.tensor([rng.integers(1000)])}
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_epoch_order_is_reproducible_and_resumes_at_any_batch(cache):
+    rows = [{"i": i} for i in range(40)]
+
+    def source(epoch):
+        order = np.random.default_rng(epoch).permutation(40) if not cache else np.arange(40)
+        return iter([[rows[j] for j in order[k : k + 7]] for k in range(0, 40, 7)])
+
+    def batches(skip=0, epoch=1):
+        it = EpochBatches(Counting(), source, 6, seed=3, rank=1, cache=cache)
+        return [(b["i"].tolist(), b["r"].item()) for b in it.epoch(epoch, skip)]
+
+    full = batches()
+    assert len(full) == 6 and batches() == full
+    assert batches(skip=4) == full[4:]
+    assert batches(epoch=2) != full
+    seen = sorted(i for b, _ in full for i in b)
+    assert len(set(seen)) == len(seen) == 36  # no example twice in an epoch
+
+
+def test_lr_schedule_and_deepspeed_config(tmp_path):
+    f = lr_lambda(JobOptim(warmup_steps=10, schedule="cosine", min_lr_ratio=0.1), steps=110)
+    assert f(0) == pytest.approx(0.1) and f(9) == 1.0 and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
+    cfg = load_config(TrainJobConfig, f"{CONFIGS}/stage1_tiny.yaml", ["batch_size=5", "optim.grad_clip=0.5"])
+    ds = deepspeed_config(cfg)
+    assert ds["zero_optimization"]["stage"] == 2 and ds["train_micro_batch_size_per_gpu"] == 5
+    assert ds["train_batch_size"] == 10 and ds["gradient_clipping"] == 0.5 and not ds["bf16"]["enabled"]
+    offload = load_config(TrainJobConfig, None, ["deepspeed=configs/train/deepspeed/zero2_offload.json"])
+    assert "offload_optimizer" not in deepspeed_config(offload)["zero_optimization"]  # CPU run: nothing to offload
+    bad = tmp_path / "ds.json"
+    bad.write_text('{"optimizer": {"type": "Adam"}}')
+    with pytest.raises(ConfigError, match="leave out 'optimizer'"):
+        deepspeed_config(load_config(TrainJobConfig, None, [f"deepspeed={bad}"]))
+    for override, message in [("stage=stage9", "stage="), ("name=a b", "name="), ("precision=bf16", "use_gpu"),
+                              ("deepspeed=nope.json", "no such file")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            load_config(TrainJobConfig, None, [override]).validate()

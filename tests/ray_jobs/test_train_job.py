@@ -1,0 +1,120 @@
+"""Ray Train + DeepSpeed ZeRO-2 on 2 CPU workers: every stage trains on real SynthTalk shards and
+is tracked in MLflow (SQLite); a worker killed mid-run resumes from its S3 checkpoint and the run
+ends with exactly the configured steps; a finished run name is not trained again; the components
+assemble into a bundle that loads."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from fet import storage
+from fet.bundle import load_bundle
+from fet.config import load_config
+from fet.data.shards import read_rows
+from fet.training.job_config import TrainJobConfig
+from ray_jobs import export_bundle, tracking
+from ray_jobs.train import run
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def job(stage: str, tmp, shards: str, *overrides: str) -> TrainJobConfig:
+    return load_config(TrainJobConfig, f"configs/train/ray/{stage}_tiny.yaml", [
+        f"data.shards={shards}", f"storage_path={tmp / 'ray'}", f"out={tmp / stage}",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}", "mlflow.log_every=5", "mlflow.sample_every=0",
+        "checkpoint.every=10", *overrides])  # fmt: skip
+
+
+def loss_history(uri: str, run_id: str) -> list[float]:
+    return [m.value for m in sorted(MlflowClient(uri).get_metric_history(run_id, "loss"), key=lambda m: m.step)]
+
+
+def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_shards, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    s1 = str(tmp_path / "stage1")
+    plans = [
+        ("stage1", ["steps=30", "optim.lr=1e-3", "optim.warmup_steps=5", "task.eval_steps=5"]),
+        ("stage2", ["steps=30", f"task.autoencoder={s1}", "task.eval_steps=3"]),
+        ("audio", ["steps=40", "optim.lr=3e-3", "optim.warmup_steps=5"]),
+        ("stage3", ["steps=20", f"task.autoencoder={s1}", "optim.lr=1e-3", "optim.warmup_steps=5",
+                    "task.eval_steps=3"]),
+    ]  # fmt: skip
+    client = MlflowClient(uri)
+    for stage, overrides in plans:
+        summary = run(job(stage, tmp_path, synthtalk_shards, *overrides))
+        steps = int(next(o for o in overrides if o.startswith("steps="))[6:])
+        assert summary["steps"] == steps and summary["metrics"]["resumed_from"] == ""
+        losses = loss_history(uri, summary["mlflow_run_id"])
+        assert len(losses) == steps and np.mean(losses[-5:]) < np.mean(losses[:5]), (stage, losses)
+        r = client.get_run(summary["mlflow_run_id"])
+        assert r.info.status == "FINISHED" and r.data.params["stage"] == stage
+        assert r.data.params["deepspeed"].endswith("zero2.json") and "system.torch" in r.data.params
+        assert {"loss", "lr", "samples_per_second"} <= set(r.data.metrics)
+        final = [a.path for a in client.list_artifacts(r.info.run_id, "samples/final")]
+        assert any(p.endswith(".png") for p in final), final
+        versions = client.search_model_versions(f"name='fet-{stage}'")
+        assert [v.run_id for v in versions] == [r.info.run_id]
+        info = json.loads((tmp_path / stage / "training_run.json").read_text())
+        assert info["mlflow_run_id"] == r.info.run_id and info["model_version"] == "1"
+    m1 = client.get_run(json.loads((tmp_path / "stage1" / "training_run.json").read_text())["mlflow_run_id"])
+    assert "val_reconstruction_psnr_db" in m1.data.metrics
+    export_bundle.main(["--out", str(tmp_path / "bundle"), *[f"--{s}={tmp_path / s}" for s, _ in plans]])
+    bundle = load_bundle(str(tmp_path / "bundle"))
+    assert set(bundle.info["runs"]) == {"stage1", "stage2", "audio", "stage3"}
+    assert bundle.image_cfg.image_size == 32
+
+
+def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, killed: list) -> None:
+    """SIGKILL one training worker once a checkpoint is in S3 and rank 0 has logged a few steps past it."""
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        time.sleep(0.2)
+        run_id = tracking.find_run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.name)
+        if not run_id or not any(k.endswith("/state.json") for k in storage.list_files(prefix)):
+            continue
+        history = MlflowClient(cfg.mlflow.tracking_uri).get_metric_history(run_id, "loss")
+        if max((m.step for m in history), default=0) < cfg.checkpoint.every + 5:
+            continue
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if cmd.startswith("ray::RayTrainWorker"):
+                p.send_signal(signal.SIGKILL)
+                killed.append(cmd)
+                return
+
+
+def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(local_ray, synthtalk_shards, s3_bucket, tmp_path):
+    cfg = job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
+              "steps=60", "task.eval_steps=3", "optim.warmup_steps=5")  # fmt: skip
+    cfg.mlflow.tracking_uri = tracking.local_tracking_uri(cfg.mlflow.tracking_uri, tmp_path)
+    killed: list[int] = []
+    watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
+                               args=(cfg, f"{s3_bucket}/ray/stage1-kill/", killed), daemon=True)  # fmt: skip
+    watcher.start()
+    summary = run(cfg)
+    watcher.join(timeout=5)
+    assert killed, "no Ray Train worker was found to kill"
+    assert summary["steps"] == 60 and summary["metrics"]["resumed_from"] != ""
+    assert summary["checkpoint"].startswith(f"{s3_bucket}/ray/stage1-kill/checkpoint_")
+    state = json.loads(storage.read_text(storage.join(summary["checkpoint"], "state.json")))
+    per_rank = len(list(read_rows(synthtalk_shards, "images", "train", ["image_id", "split"]))) // 2 // cfg.batch_size
+    assert (state["step"], state["epoch"], state["batch"]) == (60, 59 // per_rank, 59 % per_rank + 1)
+    uri = cfg.mlflow.tracking_uri
+    run_id = tracking.find_run(uri, cfg.mlflow.experiment, "stage1-kill")
+    assert run_id == summary["mlflow_run_id"]
+    steps = {m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss")}
+    assert steps == set(range(1, 61))  # one MLflow run across the restart, every step logged
+
+    again = run(job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
+                    "steps=60"))  # fmt: skip
+    assert again["already_complete"] and again["mlflow_run_id"] == run_id
+    exp = MlflowClient(uri).get_experiment_by_name(cfg.mlflow.experiment)
+    assert len(MlflowClient(uri).search_runs([exp.experiment_id])) == 1
