@@ -15,6 +15,10 @@ def config_class(path: Path):
     """Which dataclass a config file fills, by its folder and name."""
     if path.parent.name == "model":
         return None
+    if path.parent.name == "ray":
+        from fet.training.job_config import TrainJobConfig
+
+        return TrainJobConfig
     if path.parent.name == "train":
         prefixes = {"stage1": Stage1Config, "stage2": Stage2Config, "audio": AudioStageConfig, "stage3": Stage3Config}
         return next(cls for prefix, cls in prefixes.items() if path.name.startswith(prefix))
@@ -33,6 +37,8 @@ def test_every_yaml_validates(path):
         assert isinstance(resolve_model(read_yaml(path)), ImageModelConfig)
     else:
         cfg = load_config(cls, path)
+        if type(cfg).__name__ == "TrainJobConfig":
+            check_train_job(cfg, path)
         if isinstance(cfg, Stage1Config):
             cfg.image_model.validate()
         if isinstance(cfg, AudioStageConfig):
@@ -66,3 +72,30 @@ def test_overrides_and_errors():
         load_config(Stage1Config, None, ["model.image_size=18"])
     with pytest.raises(ConfigError, match="expected key=value"):
         apply_overrides({}, ["steps"])
+
+
+def check_train_job(cfg, path: Path) -> None:
+    """A Ray Train config: the job validates, its stage matches its file name, its task section fits the
+    stage, its DeepSpeed file resolves, and the tiny ones run on CPU while the paper ones use GPUs."""
+    from fet.config import from_dict
+    from fet.training.job_config import deepspeed_config
+    from fet.training.tasks import task_class
+
+    cfg.validate()
+    assert path.name.startswith(cfg.stage + "_") and cfg.name == path.stem.replace("_", "-")
+    section = from_dict(task_class(cfg.stage).section, cfg.task, where="task")
+    if cfg.stage == "stage1":
+        resolve_model(section.model).validate()
+    assert deepspeed_config(cfg)["train_micro_batch_size_per_gpu"] == cfg.batch_size
+    if path.stem.endswith("_tiny"):
+        assert not cfg.scaling.use_gpu and cfg.precision == "fp32" and cfg.scaling.num_workers == 2
+    else:
+        assert cfg.scaling.use_gpu and cfg.precision == "bf16" and cfg.storage_path.startswith("s3://")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("train/deepspeed/*.json")), ids=lambda p: p.name)
+def test_deepspeed_files_parse(path):
+    import json
+
+    ds = json.loads(path.read_text())
+    assert ds["zero_optimization"]["stage"] in (1, 2, 3) and "optimizer" not in ds

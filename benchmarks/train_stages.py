@@ -1,0 +1,213 @@
+"""Training benchmark on the embedded default: SynthTalk → preprocessing → the four stages on Ray Train
+(2 CPU workers, DeepSpeed ZeRO-2, MLflow on SQLite) → held-out quality and training throughput.
+
+    python benchmarks/train_stages.py --out outputs/bench_train            # ~25 min wall on 2 cores
+    python benchmarks/train_stages.py --out /tmp/b --steps1 200 --steps3 100 # a quick look
+
+Prints, on the test split (never trained on): stage-1 reconstruction PSNR; stage-2 mean attribute AUROC;
+edit success (faces whose target attribute flips by the classifier after edit → decode → re-encode
+while the other well-predicted attributes keep their labels); stage-A mouth-opening correlation with
+the ground truth; stage-3 landmark error of generated frames against the driving landmarks (MediaPipe
+on the generated frames, next to the same detector's error on the real frames); and stage-1 training
+throughput with 1 and 2 workers. The budget is the wall time of the four runs times the 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+from fet.autoencoder import DiffusionAutoencoder
+from fet.bundle import load_talker
+from fet.config import load_config
+from fet.data.preprocess import PreprocessConfig, run_serial
+from fet.data.shards import read_rows, unpack
+from fet.data.sources import SourceConfig
+from fet.data.synthtalk.__main__ import generate
+from fet.diffusion.ddim import ddim_invert, ddim_sample
+from fet.editing.attributes import ATTRIBUTE_INDEX, AttributeLibrary
+from fet.editing.edit import edit_semantic
+from fet.editor import load_attribute_classifier
+from fet.images import to_uint8
+from fet.landmarks.detector import FaceLandmarkDetector
+from fet.landmarks.landmark_map import landmark_maps
+from fet.metrics.image_quality import psnr
+from fet.training.job_config import TrainJobConfig
+from fet.training.stage2 import classifier_aurocs
+from fet.training.tasks import build_task
+from fet.training.tasks.frames import decode_square, to_model_range
+
+EDIT_TARGETS = ["Eyeglasses", "Smiling", "Blond_Hair", "Wearing_Hat", "Bangs", "Black_Hair", "Mouth_Slightly_Open"]
+
+
+def train(stage: str, out: Path, shards: str, overrides: list[str]) -> dict:
+    from ray_jobs.train import run
+
+    cfg = load_config(TrainJobConfig, f"configs/train/ray/{stage}_tiny.yaml", [
+        f"data.shards={shards}", f"storage_path={out / 'ray'}", f"out={out / stage}",
+        f"mlflow.tracking_uri=sqlite:///{out / 'mlflow.db'}", "mlflow.sample_every=0", *overrides])  # fmt: skip
+    t = time.time()
+    summary = run(cfg)
+    summary["bench_seconds"] = time.time() - t
+    return summary
+
+
+def faces(shards: str, split: str, size: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = list(read_rows(shards, "images", split, ["image_id", "split", "image", "attributes"]))[:limit]
+    images = to_model_range(np.stack([decode_square(r["image"], size) for r in rows]))
+    return images, torch.as_tensor(np.stack([np.asarray(r["attributes"], np.int64) for r in rows]))
+
+
+@torch.no_grad()
+def image_metrics(out: Path, shards: str, n: int, steps: int) -> dict:
+    ae = DiffusionAutoencoder.load(str(out / "stage1"))
+    clf = load_attribute_classifier(str(out / "stage2"))
+    images, labels = faces(shards, "test", ae.cfg.image_size, n)
+    z = ae.encode(images)
+    x_T = ae.encode_stochastic(images, z, steps)
+    rec = ae.render(x_T, z, steps)
+    aucs = classifier_aurocs(clf, z, labels)
+    good = [a for a, v in aucs.items() if v >= 0.9]
+    library = AttributeLibrary()
+    tried = flipped = 0
+    for attr in [a for a in EDIT_TARGETS if a in good]:
+        i = ATTRIBUTE_INDEX[attr]
+        absent = (clf(z)[:, i] < 0).nonzero().flatten()
+        if len(absent) == 0:
+            continue
+        edited = edit_semantic(z[absent], clf, {attr: library.default_alpha}, library)
+        out_img = ae.render(x_T[absent], edited, steps)
+        before, after = clf(z[absent]) > 0, clf(ae.encode(out_img)) > 0
+        others = [ATTRIBUTE_INDEX[a] for a in good if a != attr]
+        kept = (before[:, others] == after[:, others]).float().mean(1) >= 0.9
+        tried += len(absent)
+        flipped += int((after[:, i] & kept).sum())
+    return {
+        "stage1_psnr_db": psnr(rec, images),
+        "stage2_auroc_mean": float(np.mean(list(aucs.values()))),
+        "stage2_attributes_auroc_ge_0.9": good,
+        "edit_success": flipped / max(1, tried),
+        "edit_tried": tried,
+    }
+
+
+@torch.no_grad()
+def talker_landmark_error(out: Path, shards: str, clips: int, every: int, steps: int) -> dict:
+    """Frame 0 of each test clip as the reference; every ``every``-th frame's landmarks drive the talker."""
+    ae = DiffusionAutoencoder.load(str(out / "stage1"))
+    talker = load_talker(str(out / "stage3"))
+    size = ae.cfg.image_size
+    rows = list(read_rows(shards, "clips", "test", ["clip_id", "split", "frames", "landmarks"]))[:clips]
+    gen_err, real_err, still, total = [], [], [], 0
+    with FaceLandmarkDetector() as det:
+        for row in rows:
+            frames = np.stack([decode_square(b, size) for b in row["frames"]])
+            lms = unpack(row["landmarks"])
+            idx = np.arange(0, len(frames), every)
+            ref = to_model_range(frames[:1])
+            ref_map = landmark_maps(lms[:1], size)
+            z = ae.encode(ref)
+            x_T = ddim_invert(talker.eps_fn(z, talker.guidance(ref_map, ref_map)), ae.codec.encode(ref), steps,
+                              talker.cfg)  # fmt: skip
+            maps = landmark_maps(lms[idx], size)
+            k = len(idx)
+            total += k
+            still += [float(np.linalg.norm(lms[t][:, :2] - lms[0][:, :2], axis=-1).mean()) for t in idx]
+            eps = talker.eps_fn(z.expand(k, -1), talker.guidance(maps, ref_map.expand(k, -1, -1, -1)))
+            gen = ae.codec.decode(ddim_sample(eps, x_T.expand(k, -1, -1, -1), steps, talker.cfg))
+            for img, real, t in zip(to_uint8(gen), frames[idx], idx):
+                for pic, errs in ((img, gen_err), (real, real_err)):
+                    found = det.detect(pic)
+                    if found is not None:
+                        errs.append(float(np.linalg.norm(found.points[:, :2] - lms[t][:, :2], axis=-1).mean()))
+    return {
+        "stage3_landmark_error_px": float(np.mean(gen_err)) * size if gen_err else float("nan"),
+        "stage3_detector_floor_px": float(np.mean(real_err)) * size if real_err else float("nan"),
+        "stage3_no_motion_px": float(np.mean(still)) * size,  # error of repeating the reference frame
+        "stage3_frames_with_face": len(gen_err),
+        "stage3_frames": total,
+        "image_size": size,
+    }
+
+
+def mouth_correlation(out: Path, shards: str) -> float:
+    cfg = load_config(TrainJobConfig, "configs/train/ray/audio_tiny.yaml", [f"data.shards={shards}"])
+    task = build_task(cfg)
+    from fet.bundle import load_audio_models
+
+    a2m, a2p = load_audio_models(str(out / "audio"))
+    from fet.training.tasks.audio import AudioStageModel
+
+    rows = list(read_rows(shards, "clips", "test", task.columns))
+    return task.report(AudioStageModel(a2m, a2p), rows).metrics["val_mouth_opening_corr"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("outputs/bench_train"))
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--clips", type=int, default=40)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--steps1", type=int, default=1500)
+    p.add_argument("--steps2", type=int, default=400)
+    p.add_argument("--steps-audio", type=int, default=600)
+    p.add_argument("--steps3", type=int, default=800)
+    p.add_argument("--throughput-steps", type=int, default=30)
+    p.add_argument("--eval-steps", type=int, default=20, help="DDIM steps of the held-out checks")
+    args = p.parse_args()
+    out = args.out.resolve()
+    t0 = time.time()
+    generate(out / "synthtalk", images=args.images, clips=args.clips, size=args.size, seconds=4.0, progress=True)
+    pre = load_config(PreprocessConfig, "configs/data/synthtalk.yaml", [f"out={out / 'shards'}", f"size={args.size}"])
+    pre.sources = [SourceConfig(kind="synthtalk", root=str(out / "synthtalk" / "clips")),
+                   SourceConfig(kind="synthtalk_images", root=str(out / "synthtalk" / "images"))]  # fmt: skip
+    run_serial(pre)
+    shards = str(out / "shards")
+    data_seconds = time.time() - t0
+
+    from ray_jobs.common import init_ray
+
+    init_ray()
+    s1 = str(out / "stage1")
+    runs = {
+        "stage1": train("stage1", out, shards, [f"steps={args.steps1}", f"task.model.image_size={args.size}"]),
+        "stage2": train("stage2", out, shards, [f"steps={args.steps2}", f"task.autoencoder={s1}"]),
+        "audio": train("audio", out, shards, [f"steps={args.steps_audio}"]),
+        "stage3": train("stage3", out, shards, [f"steps={args.steps3}", f"task.autoencoder={s1}"]),
+    }  # fmt: skip
+    train_seconds = sum(r["bench_seconds"] for r in runs.values())
+    throughput = {}
+    for workers in (1, 2):
+        r = train("stage1", out, shards, [f"name=throughput-{workers}w", f"steps={args.throughput_steps}",
+                                          f"scaling.num_workers={workers}", f"out={out / f'tp{workers}'}",
+                                          "mlflow.register=false", f"task.model.image_size={args.size}",
+                                          "task.eval_steps=2"])  # fmt: skip
+        from mlflow import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+        hist = client.get_metric_history(r["mlflow_run_id"], "samples_per_second")
+        throughput[f"stage1_samples_per_second_{workers}w"] = sorted(hist, key=lambda m: m.step)[-1].value
+    results = {
+        "budget_cpu_minutes": 2 * train_seconds / 60,
+        "train_wall_minutes": {k: r["bench_seconds"] / 60 for k, r in runs.items()},
+        "data_seconds": data_seconds,
+        **image_metrics(out, shards, 64, args.eval_steps),
+        "stageA_mouth_opening_corr": mouth_correlation(out, shards),
+        **talker_landmark_error(out, shards, 4, 5, args.eval_steps),
+        **throughput,
+    }
+    (out / "benchmark.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
