@@ -35,8 +35,8 @@ test-all: install
 	$(PY) -m pytest -m "not gpu"
 
 lint: install
-	$(VENV)/bin/ruff check fet ray_jobs tests benchmarks
-	$(VENV)/bin/ruff format --check fet ray_jobs tests benchmarks
+	$(VENV)/bin/ruff check fet ray_jobs serve tests benchmarks
+	$(VENV)/bin/ruff format --check fet ray_jobs serve tests benchmarks
 
 demo: install
 	$(PY) -m fet.demo --out outputs/demo

@@ -1,0 +1,121 @@
+"""The model deployments behind the ingress; each loads the bundle once and scales on its own.
+
+- ``Encoder``: face detection, alignment, E_sem and DDIM inversion of a reference image (the costly
+  part of a request), stored under a content id so the same face is never inverted twice.
+- ``Animator``: speech → per-frame landmarks (audio encoder, Audio2Mesh, Audio2Pose, projection).
+- ``Renderer``: landmarks (+ edits) → frames; ``@serve.batch`` gathers frames of concurrent requests
+  into one denoiser batch, whatever reference each frame belongs to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from ray import serve
+
+from fet.diffusion.ddim import ddim_sample
+from fet.editing.edit import edit_semantic
+from fet.editing.interpolate import lerp, slerp
+from fet.images import to_uint8
+from fet.landmarks.landmark_map import landmark_maps
+from fet.pipeline import FaceEditTalkerPipeline, Reference
+from fet.references import reference_from_bytes, reference_to_bytes
+from serve.options import AppOptions
+from serve.store import StateStore
+
+
+class _Models:
+    """Bundle, store and a small LRU of decoded references, shared by the three deployments."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = AppOptions(**options)
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        overrides = {"steps": self.options.steps} if self.options.steps else {}
+        self.pipeline = FaceEditTalkerPipeline.from_bundle(self.options.bundle, self.options.device, **overrides)
+        self.store = StateStore(self.options.state_dir)
+        self.cache: OrderedDict[str, Reference] = OrderedDict()
+
+    def reference(self, ref_id: str) -> Reference:
+        if ref_id not in self.cache:
+            if not self.store.has_reference(ref_id):
+                raise KeyError(f"reference_id {ref_id!r}: unknown; encode the image first (POST /v1/references)")
+            self.cache[ref_id] = reference_from_bytes(self.store.get_reference(ref_id), self.pipeline.device)
+            while len(self.cache) > 64:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(ref_id)
+        return self.cache[ref_id]
+
+    def ready(self) -> bool:
+        return True
+
+
+@serve.deployment
+class Encoder(_Models):
+    def reference_id(self, image: bytes) -> str:
+        """Content id: the image bytes and the bundle it is inverted with."""
+        return hashlib.sha256(self.options.bundle.encode() + b"\0" + image).hexdigest()[:32]
+
+    def encode(self, image: bytes) -> dict[str, Any]:
+        """→ {reference_id, notes, cached}; NoFaceError / ImageError reach the caller."""
+        ref_id = self.reference_id(image)
+        if ref_id in self.cache or self.store.has_reference(ref_id):
+            ref = self.reference(ref_id)
+            return {"reference_id": ref_id, "notes": ref.notes, "cached": True}
+        ref = self.pipeline.encode(image)
+        self.store.put_reference(ref_id, reference_to_bytes(ref))
+        self.cache[ref_id] = ref
+        return {"reference_id": ref_id, "notes": ref.notes, "cached": False}
+
+
+@serve.deployment
+class Animator(_Models):
+    def motion(self, ref_id: str, speech: np.ndarray, pose_style: int | None = None) -> np.ndarray:
+        """16 kHz speech → (T, 478, 2) landmarks of the reference's aligned crop."""
+        return self.pipeline.motion(speech, self.reference(ref_id), pose_style)
+
+
+@serve.deployment
+class Renderer(_Models):
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self.render_frames.set_max_batch_size(self.options.render_batch)
+        self.render_frames.set_batch_wait_timeout_s(self.options.render_wait_s)
+
+    async def render(self, ref_id: str, points: np.ndarray | None, edits: dict[str, float]) -> np.ndarray:
+        """One frame: landmarks (478, 2) of the aligned crop (None: the reference's own, i.e. an edited
+        photo) + {attribute: α} → (S, S, 3) uint8."""
+        return await self.render_frames((ref_id, points, edits))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def render_frames(self, items: list[tuple[str, np.ndarray, dict[str, float]]]) -> list[np.ndarray]:
+        return list(self._render(items))
+
+    @torch.no_grad()
+    def _render(self, items: list[tuple[str, np.ndarray, dict[str, float]]]) -> np.ndarray:
+        b, cfg = self.pipeline.bundle, self.pipeline.image_cfg
+        refs = [self.reference(ref_id) for ref_id, _, _ in items]
+        z = torch.cat([edit_semantic(r.z_sem, b.classifier, e, b.library) for r, (_, _, e) in zip(refs, items)])
+        x_T = torch.cat([r.x_T for r in refs])
+        features = [torch.cat(level) for level in zip(*[r.reference_features for r in refs])]
+        points = [r.landmarks.points[:, :2] if p is None else p for r, (_, p, _) in zip(refs, items)]
+        maps = landmark_maps(np.stack(points), cfg.image_size).to(self.pipeline.device)
+        eps = b.talker.eps_fn(z, b.talker.guidance(maps, features))
+        latent = ddim_sample(eps, x_T, self.pipeline.cfg.steps, cfg)
+        return to_uint8(b.codec.decode(latent).clamp(-1, 1))
+
+    @torch.no_grad()
+    def interpolate(self, ref_a: str, ref_b: str, ts: list[float]) -> np.ndarray:
+        """Faces between two references (lerp z_sem, slerp x_T), each in a's pose → (n, S, S, 3) uint8."""
+        a, b_ = self.reference(ref_a), self.reference(ref_b)
+        b, cfg = self.pipeline.bundle, self.pipeline.image_cfg
+        z = torch.cat([lerp(a.z_sem, b_.z_sem, t) for t in ts])
+        x_T = torch.cat([slerp(a.x_T, b_.x_T, t) for t in ts])
+        n = len(ts)
+        maps = a.reference_map.expand(n, -1, -1, -1)
+        features = [f.expand(n, -1, -1, -1) for f in a.reference_features]
+        latent = ddim_sample(b.talker.eps_fn(z, b.talker.guidance(maps, features)), x_T, self.pipeline.cfg.steps, cfg)
+        return to_uint8(b.codec.decode(latent).clamp(-1, 1))

@@ -1,0 +1,358 @@
+"""The HTTP front of the service: FastAPI on Ray Serve, versioned routes, validation, auth and jobs.
+
+Every input is checked here before a model runs: payload size, image format by content (PNG, JPEG,
+WebP) and size, audio decodability and duration, edit names and α ranges. Bad input is a 4xx with a
+message naming the field; a full queue downstream is a 503 with Retry-After. Uploaded bytes only:
+no field names a path on the server.
+
+(No ``from __future__ import annotations`` here: Serve rebuilds the route methods and FastAPI must
+see real types, not strings, in their signatures.)
+"""
+
+import asyncio
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from fet.audio.load import SAMPLE_RATE, AudioError, check_speech, load_audio
+from fet.editing.attributes import AttributeLibrary
+from fet.images import ImageError, encode_png
+from fet.landmarks.detector import NoFaceError
+from fet.media.mp4 import encode_mp4
+from serve.options import AppOptions
+from serve.store import StateStore
+
+IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
+FileField = Annotated[UploadFile | None, File()]  # multipart file fields
+TextField = Annotated[str | None, Form()]
+FloatField = Annotated[float | None, Form()]
+IntField = Annotated[int | None, Form()]
+ID = re.compile(r"^[0-9a-f]{32}$")
+
+app = FastAPI(
+    title="FaceEditTalker",
+    version="1.0",
+    description="Edit a portrait's attributes and animate it with speech: talking-head video with the edits "
+    "held in every frame.",
+)
+
+
+def _cause(e: BaseException) -> BaseException:
+    """The user-facing exception inside a Ray task error (deployments raise, the ingress answers)."""
+    return getattr(e, "cause", None) or e
+
+
+def _message(e: BaseException) -> str:
+    return str(_cause(e)).strip().splitlines()[-1] if str(_cause(e)).strip() else type(e).__name__
+
+
+@app.exception_handler(ImageError)
+async def _image_error(request: Request, e: ImageError) -> JSONResponse:
+    return JSONResponse({"detail": _message(e)}, status_code=415 if "not a readable image" in str(e) else 422)
+
+
+@app.exception_handler(NoFaceError)
+async def _no_face(request: Request, e: NoFaceError) -> JSONResponse:
+    return JSONResponse({"detail": _message(e)}, status_code=422)
+
+
+@app.exception_handler(AudioError)
+async def _audio_error(request: Request, e: AudioError) -> JSONResponse:
+    return JSONResponse({"detail": _message(e)}, status_code=413 if "longer than the maximum" in str(e) else 422)
+
+
+@app.exception_handler(KeyError)
+async def _unknown_id(request: Request, e: KeyError) -> JSONResponse:
+    return JSONResponse({"detail": _message(e).strip("'\"")}, status_code=404)
+
+
+@app.exception_handler(BackPressureError)
+async def _busy(request: Request, e: BackPressureError) -> JSONResponse:
+    seconds = str(request.app.state.retry_after)
+    return JSONResponse({"detail": "the service is at capacity; retry later"}, status_code=503,
+                        headers={"Retry-After": seconds})  # fmt: skip
+
+
+def _read_api_key(options: AppOptions) -> str | None:
+    if options.api_key_file:
+        return Path(options.api_key_file).read_text().strip() or None
+    if options.api_key_env:
+        return os.environ.get(options.api_key_env) or None
+    return None
+
+
+async def _check_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    key = request.app.state.api_key
+    if key is not None and x_api_key != key:
+        raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
+
+
+@app.middleware("http")
+async def _limit_payload(request: Request, call_next):
+    limit = getattr(request.app.state, "max_payload", None)
+    length = request.headers.get("content-length")
+    if limit and length and length.isdigit() and int(length) > limit:
+        return JSONResponse({"detail": f"payload of {int(length)} bytes exceeds the limit of {limit} bytes"},
+                            status_code=413)  # fmt: skip
+    return await call_next(request)
+
+
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, encoder: DeploymentHandle, animator: DeploymentHandle, renderer: DeploymentHandle,
+                 options: dict[str, Any], library: dict[str, float], trained: list[str]) -> None:  # fmt: skip
+        self.encoder, self.animator, self.renderer = encoder, animator, renderer
+        self.options = AppOptions(**options)
+        self.store = StateStore(self.options.state_dir)
+        self.attribute_library = AttributeLibrary(**library)
+        self.library, self.trained = self.attribute_library.describe(), set(trained)
+        self.names = {s.lower(): a["name"] for a in self.library for s in [a["name"], *a["synonyms"]]}
+        self.max_alpha = self.attribute_library.max_abs_alpha
+        app.state.api_key = _read_api_key(self.options)
+        app.state.max_payload = int(self.options.max_payload_mb * 1024 * 1024)
+        app.state.retry_after = self.options.retry_after_seconds
+        self.tasks: set[asyncio.Task] = set()
+
+    # -- input checks --------------------------------------------------------------------------------------
+    async def _image(self, upload: UploadFile | None, field: str = "image") -> bytes:
+        if upload is None:
+            raise HTTPException(422, f"{field}: missing; send an image file (PNG, JPEG or WebP) as multipart form data")
+        data = await upload.read()
+        if not data:
+            raise HTTPException(422, f"{field}: empty file")
+        try:
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format
+            if fmt not in IMAGE_FORMATS:
+                raise HTTPException(415, f"{field}: {fmt} images are not accepted; send PNG, JPEG or WebP")
+            w, h = img.size
+            if w * h > self.options.max_image_pixels:
+                raise HTTPException(
+                    413, f"{field}: {w}x{h} pixels exceeds the limit of {self.options.max_image_pixels}"
+                )
+            img.load()
+        except HTTPException:
+            raise
+        except Exception as e:  # PIL raises many types for bad data
+            raise HTTPException(
+                415, f"{field}: not a readable PNG, JPEG or WebP image ({type(e).__name__}: {e})"
+            ) from e
+        return data
+
+    async def _audio(self, upload: UploadFile | None) -> np.ndarray:
+        if upload is None:
+            raise HTTPException(422, "audio: missing; send a speech file (wav, mp3, m4a, ...) as multipart form data")
+        data = await upload.read()
+        if not data:
+            raise HTTPException(422, "audio: empty file")
+        speech = await asyncio.to_thread(load_audio, data, SAMPLE_RATE, self.options.max_audio_seconds, "audio")
+        check_speech(speech, 0.2, name="audio")
+        return speech
+
+    def _edits(self, edits: str | None, text: str | None) -> dict[str, float]:
+        """``edits``: a JSON object {attribute or synonym: α}; ``text``: "add glasses, blond hair"."""
+        out: dict[str, float] = {}
+        if text:
+            parsed = self.attribute_library.parse_text(text)
+            if not parsed.edits:
+                raise HTTPException(422, f"text: no known attribute in {text!r}; see GET /v1/attributes")
+            out.update(parsed.edits)
+        if edits:
+            try:
+                spec = json.loads(edits)
+            except json.JSONDecodeError as e:
+                raise HTTPException(422, f'edits: not valid JSON ({e.msg}); expected e.g. {{"Eyeglasses": 0.5}}') from e
+            if not isinstance(spec, dict):
+                raise HTTPException(422, "edits: expected a JSON object {attribute: alpha}")
+            for name, alpha in spec.items():
+                attr = self.names.get(str(name).lower())
+                if attr is None:
+                    raise HTTPException(422, f"edits: unknown attribute {name!r}; see GET /v1/attributes")
+                if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not np.isfinite(alpha):
+                    raise HTTPException(422, f"edits: alpha of {name!r} must be a number, got {alpha!r}")
+                out[attr] = float(alpha)
+        for attr, alpha in out.items():
+            if abs(alpha) > self.max_alpha:
+                raise HTTPException(422, f"edits: alpha {alpha:g} for {attr} is outside [-{self.max_alpha:g}, "
+                                         f"{self.max_alpha:g}]")  # fmt: skip
+            if attr not in self.trained:
+                raise HTTPException(422, f"edits: {attr} has no trained classifier in this bundle; editable: "
+                                         f"{sorted(self.trained)}")  # fmt: skip
+        return out
+
+    async def _reference(self, image: UploadFile | None, reference_id: str | None) -> tuple[str, dict]:
+        if reference_id:
+            if not ID.match(reference_id):
+                raise HTTPException(422, "reference_id: expected the 32-character id returned by /v1/references")
+            if not self.store.has_reference(reference_id):
+                raise HTTPException(404, f"reference_id {reference_id}: unknown; encode the image first")
+            return reference_id, {"reference_id": reference_id, "notes": [], "cached": True}
+        info = await self.encoder.encode.remote(await self._image(image))
+        return info["reference_id"], info
+
+    # -- routes ---------------------------------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        try:
+            checks = await asyncio.wait_for(asyncio.gather(self.encoder.ready.remote(), self.animator.ready.remote(),
+                                                           self.renderer.ready.remote()), timeout=5)  # fmt: skip
+        except Exception as e:
+            return JSONResponse({"ready": False, "detail": _message(e)}, status_code=503)
+        return JSONResponse({"ready": all(checks)}, status_code=200 if all(checks) else 503)
+
+    @app.get("/v1/attributes", dependencies=[Depends(_check_key)])
+    async def attributes(self) -> dict:
+        return {"attributes": [a | {"trained": a["name"] in self.trained} for a in self.library],
+                "alpha_range": [-self.max_alpha, self.max_alpha]}  # fmt: skip
+
+    @app.post("/v1/references", dependencies=[Depends(_check_key)])
+    async def references(self, image: FileField = None) -> dict:
+        """Encode (detect, align, invert) a face once; reuse its ``reference_id`` in later requests."""
+        t = time.perf_counter()
+        _, info = await self._reference(image, None)
+        return info | {"seconds": time.perf_counter() - t}
+
+    @app.post("/v1/edit", dependencies=[Depends(_check_key)])
+    async def edit(
+        self, image: FileField = None, reference_id: TextField = None, edits: TextField = None, text: TextField = None
+    ) -> Response:
+        """The face with its attributes edited, in its own pose → PNG. Parsed edits in ``X-Edits``."""
+        parsed = self._edits(edits, text)
+        ref_id, _ = await self._reference(image, reference_id)
+        frame = await self.renderer.render.remote(ref_id, None, parsed)
+        return Response(encode_png(Image.fromarray(frame)), media_type="image/png",
+                        headers={"X-Edits": json.dumps(parsed), "X-Reference-Id": ref_id})  # fmt: skip
+
+    @app.post("/v1/interpolate", dependencies=[Depends(_check_key)])
+    async def interpolate(
+        self,
+        image_a: FileField = None,
+        image_b: FileField = None,
+        reference_a: TextField = None,
+        reference_b: TextField = None,
+        t: FloatField = None,
+        frames: IntField = None,
+    ) -> Response:
+        """The face at ``t`` ∈ [0, 1] between a and b (PNG), or ``frames`` evenly spaced faces in a row."""
+        if (t is None) == (frames is None):
+            raise HTTPException(422, "give exactly one of t (a number in [0, 1]) or frames (2 to 16)")
+        if t is not None and not 0.0 <= t <= 1.0:
+            raise HTTPException(422, f"t: {t} is outside [0, 1]")
+        if frames is not None and not 2 <= frames <= 16:
+            raise HTTPException(422, f"frames: {frames} is outside [2, 16]")
+        ts = [t] if t is not None else list(np.linspace(0.0, 1.0, frames))
+        a, _ = await self._reference(image_a, reference_a)
+        b, _ = await self._reference(image_b, reference_b)
+        out = await self.renderer.interpolate.remote(a, b, ts)
+        return Response(encode_png(Image.fromarray(np.concatenate(list(out), axis=1))), media_type="image/png")
+
+    async def _generate(self, ref_id: str, speech: np.ndarray, edits: dict[str, float], job: dict | None) -> bytes:
+        points = await self.animator.motion.remote(ref_id, speech)
+        T, frames, chunk = len(points), [], max(1, self.options.render_batch)
+        for start in range(0, T, chunk):
+            calls = [self.renderer.render.remote(ref_id, points[i], edits) for i in range(start, min(T, start + chunk))]
+            frames += await asyncio.gather(*calls)
+            if job is not None:
+                job.update(state="running", progress=len(frames) / T)
+                await asyncio.to_thread(self.store.save_job, job)
+        return await asyncio.to_thread(encode_mp4, np.stack(frames), speech, SAMPLE_RATE, 25)
+
+    async def _run_job(self, job: dict, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> None:
+        try:
+            data = await self._generate(ref_id, speech, edits, job)
+            await asyncio.to_thread(self.store.put_result, job["id"], data)
+            job.update(state="done", progress=1.0)
+        except Exception as e:  # reported in the job, never lost
+            job.update(state="failed", error=_message(e))
+        await asyncio.to_thread(self.store.save_job, job)
+
+    async def _start_job(self, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> dict:
+        job = self.store.new_job({"reference_id": ref_id, "edits": edits, "audio_seconds": speech.size / SAMPLE_RATE})
+        task = asyncio.create_task(self._run_job(job, ref_id, speech, edits))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return job
+
+    @app.post("/v1/generate", dependencies=[Depends(_check_key)])
+    async def generate(
+        self,
+        image: FileField = None,
+        audio: FileField = None,
+        reference_id: TextField = None,
+        edits: TextField = None,
+        text: TextField = None,
+    ) -> Response:
+        """Image (or reference_id) + speech (+ edits) → mp4 (H.264 + AAC, 25 fps). Speech longer than
+        ``sync_max_seconds`` becomes a job: 202 with its id and Location."""
+        parsed = self._edits(edits, text)
+        speech = await self._audio(audio)
+        ref_id, _ = await self._reference(image, reference_id)
+        if speech.size / SAMPLE_RATE > self.options.sync_max_seconds:
+            job = await self._start_job(ref_id, speech, parsed)
+            return JSONResponse(self._public(job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+        data = await self._generate(ref_id, speech, parsed, None)
+        return Response(data, media_type="video/mp4", headers={"X-Edits": json.dumps(parsed), "X-Reference-Id": ref_id})
+
+    @app.post("/v1/jobs", status_code=202, dependencies=[Depends(_check_key)])
+    async def create_job(
+        self,
+        image: FileField = None,
+        audio: FileField = None,
+        reference_id: TextField = None,
+        edits: TextField = None,
+        text: TextField = None,
+    ) -> JSONResponse:
+        parsed = self._edits(edits, text)
+        speech = await self._audio(audio)
+        ref_id, _ = await self._reference(image, reference_id)
+        job = await self._start_job(ref_id, speech, parsed)
+        return JSONResponse(self._public(job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+    def _job_or_404(self, job_id: str) -> dict:
+        job = self.store.job(job_id) if ID.match(job_id) else None
+        if job is None:
+            raise HTTPException(404, f"job {job_id}: unknown (or expired)")
+        now = time.time()
+        if job["state"] in ("queued", "running") and now - job["updated"] > self.options.job_stale_seconds:
+            job.update(state="failed", error="the replica running this job stopped; submit it again")
+            self.store.save_job(job)
+        if now - job["created"] > self.options.job_ttl_seconds:
+            raise HTTPException(404, f"job {job_id}: expired (results are kept {self.options.job_ttl_seconds} s)")
+        return job
+
+    @staticmethod
+    def _public(job: dict) -> dict:
+        keys = ("id", "state", "progress", "error", "audio_seconds", "edits", "reference_id", "created", "updated")
+        return {k: job.get(k) for k in keys} | {"result": f"/v1/jobs/{job['id']}/result"}
+
+    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(_check_key)])
+    async def job_state(self, job_id: str) -> dict:
+        return self._public(await asyncio.to_thread(self._job_or_404, job_id))
+
+    @app.get("/v1/jobs/{job_id}/result", dependencies=[Depends(_check_key)])
+    async def job_result(self, job_id: str) -> Response:
+        job = await asyncio.to_thread(self._job_or_404, job_id)
+        if job["state"] == "failed":
+            raise HTTPException(409, f"job {job_id} failed: {job['error']}")
+        if job["state"] != "done":
+            raise HTTPException(409, f"job {job_id} is {job['state']} ({job['progress']:.0%}); poll GET "
+                                     f"/v1/jobs/{job_id}",
+                                headers={"Retry-After": str(self.options.retry_after_seconds)})  # fmt: skip
+        return Response(await asyncio.to_thread(self.store.result, job_id), media_type="video/mp4")

@@ -1,0 +1,188 @@
+"""The Serve application on a local Ray with a tiny saved bundle, over real HTTP: edit, generate, jobs,
+reference reuse, concurrency, and a 4xx (never a 5xx) with a message for every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+import wave
+from concurrent.futures import ThreadPoolExecutor
+
+import av
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests.conftest import media
+from tests.fet.talking_helpers import build_bundle, speech
+
+pytestmark = pytest.mark.timeout(600)
+KEY = "test-key-123"
+SIZE = 0  # the bundle's image size, set by the server fixture
+
+
+def wav_bytes(samples: np.ndarray, sr: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(sr)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from serve.app import run
+    from serve.options import AppOptions
+
+    tmp = tmp_path_factory.mktemp("serve")
+    bundle = build_bundle(tmp)
+    global SIZE
+    SIZE = json.loads((tmp / "bundle" / "denoiser.json").read_text())["config"]["image_size"]
+    (tmp / "key").write_text(KEY)
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"GLOG_minloglevel": "2"}})  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    opts = AppOptions(bundle=bundle, state_dir=str(tmp / "state"), api_key_file=str(tmp / "key"), max_payload_mb=1,
+                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8)  # fmt: skip
+    run(opts, port=port)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    yield url
+    serve.shutdown()
+    ray.shutdown()
+
+
+def post(url: str, path: str, files=None, data=None, key: str | None = KEY, **kw) -> requests.Response:
+    headers = {"X-API-Key": key} if key else {}
+    return requests.post(f"{url}{path}", files=files, data=data, headers=headers, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def face() -> bytes:
+    return media("image/sadtalker_people_0.png").read_bytes()
+
+
+def test_health_docs_and_attributes(server):
+    assert requests.get(f"{server}/healthz").json() == {"status": "ok"}
+    assert requests.get(f"{server}/readyz").json()["ready"] is True
+    spec = requests.get(f"{server}/openapi.json").json()
+    assert {"/v1/edit", "/v1/generate", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/interpolate"} <= set(spec["paths"])
+    assert requests.get(f"{server}/docs").status_code == 200
+    attrs = requests.get(f"{server}/v1/attributes", headers={"X-API-Key": KEY}).json()
+    glasses = next(a for a in attrs["attributes"] if a["name"] == "Eyeglasses")
+    assert "glasses" in glasses["synonyms"] and attrs["alpha_range"] == [-1.0, 1.0]
+
+
+def test_edit_returns_png_and_reused_reference_is_faster(server, face):
+    t = time.perf_counter()
+    r = post(server, "/v1/edit", files={"image": ("me.png", face)}, data={"edits": json.dumps({"glasses": 0.5})})
+    first = time.perf_counter() - t
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    assert Image.open(io.BytesIO(r.content)).size == (SIZE, SIZE)  # the bundle's image size
+    assert json.loads(r.headers["X-Edits"]) == {"Eyeglasses": 0.5}
+    ref = r.headers["X-Reference-Id"]
+    t = time.perf_counter()
+    r2 = post(server, "/v1/edit", data={"reference_id": ref, "text": "make them smile"})
+    reused = time.perf_counter() - t
+    assert r2.status_code == 200 and json.loads(r2.headers["X-Edits"]) == {"Smiling": 0.3}
+    assert reused < first, (reused, first)  # no detection and no inversion the second time
+
+
+def test_generate_returns_mp4_with_matching_streams(server, face):
+    r = post(server, "/v1/generate", files={"image": ("me.png", face), "audio": ("s.wav", wav_bytes(speech(2.0)))},
+             data={"text": "blond hair"})  # fmt: skip
+    assert r.status_code == 200 and r.headers["content-type"] == "video/mp4", r.text[:500]
+    with av.open(io.BytesIO(r.content)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        frames = sum(1 for _ in c.decode(v))
+        assert frames == 50 and abs(float(a.duration * a.time_base) - 2.0) < 0.1
+
+
+def test_job_flow_reports_progress_and_result(server, face):
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+    r = post(server, "/v1/jobs", files={"audio": ("s.wav", wav_bytes(speech(3.0)))}, data={"reference_id": ref})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["Location"] == f"/v1/jobs/{job['id']}"
+    states = []
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        s = requests.get(f"{server}/v1/jobs/{job['id']}", headers={"X-API-Key": KEY}).json()
+        states.append((s["state"], s["progress"]))
+        if s["state"] in ("done", "failed"):
+            break
+        time.sleep(0.2)
+    assert states[-1] == ("done", 1.0), states
+    res = requests.get(f"{server}/v1/jobs/{job['id']}/result", headers={"X-API-Key": KEY})
+    assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(res.content)) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 75
+    # audio longer than sync_max_seconds on /v1/generate becomes a job too
+    long = post(server, "/v1/generate", files={"audio": ("s.wav", wav_bytes(speech(3.0)))}, data={"reference_id": ref})
+    assert long.status_code == 202 and long.json()["state"] in ("queued", "running", "done")
+
+
+def test_twenty_concurrent_requests_all_succeed(server, face):
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+    edits = ["glasses", "smile", "blond hair", "a hat", "bangs"]
+    with ThreadPoolExecutor(20) as pool:
+        out = list(pool.map(lambda i: post(server, "/v1/edit", data={"reference_id": ref, "text": edits[i % 5]}),
+                            range(20)))  # fmt: skip
+    assert [r.status_code for r in out] == [200] * 20
+
+
+def test_bad_inputs_get_4xx_with_a_message(server, face):
+    good_audio = ("s.wav", wav_bytes(speech(1.0)))
+    no_face = png_bytes(Image.fromarray(np.tile(np.linspace(0, 255, 128, dtype=np.uint8), (128, 1))).convert("RGB"))
+    cases = {
+        "empty body": post(server, "/v1/edit"),
+        "wrong content type": requests.post(f"{server}/v1/edit", json={"image": "x"}, headers={"X-API-Key": KEY}),
+        "truncated png": post(server, "/v1/edit", files={"image": ("a.png", face[: len(face) // 2])}),
+        "text named .png": post(server, "/v1/edit", files={"image": ("a.png", b"hello, I am text\n" * 20)}),
+        "0-second audio": post(server, "/v1/generate", files={"image": ("a.png", face),
+                                                              "audio": ("s.wav", wav_bytes(np.zeros(0)))}),
+        "audio over limit": post(server, "/v1/generate", files={"image": ("a.png", face),
+                                                                "audio": ("s.wav", wav_bytes(speech(6.0)))}),
+        "no face": post(server, "/v1/edit", files={"image": ("a.png", no_face)}),
+        "unknown attribute": post(server, "/v1/edit", files={"image": ("a.png", face)},
+                                  data={"edits": json.dumps({"wings": 0.5})}),
+        "alpha out of range": post(server, "/v1/edit", files={"image": ("a.png", face)},
+                                   data={"edits": json.dumps({"Eyeglasses": 3.0})}),
+        "oversized payload": post(server, "/v1/edit", files={"image": ("a.png", b"\x89PNG" + bytes(2 * 1024 * 1024))}),
+        "missing api key": post(server, "/v1/edit", files={"image": ("a.png", face)}, key=None),
+        "unknown job": requests.get(f"{server}/v1/jobs/{'0' * 32}", headers={"X-API-Key": KEY}),
+        "bad reference id": post(server, "/v1/generate", files={"audio": good_audio}, data={"reference_id": "../x"}),
+    }  # fmt: skip
+    expected = {"missing api key": 401, "oversized payload": 413, "audio over limit": 413, "unknown job": 404}
+    for name, r in cases.items():
+        assert 400 <= r.status_code < 500, (name, r.status_code, r.text[:300])
+        if name in expected:
+            assert r.status_code == expected[name], (name, r.status_code, r.text)
+        detail = r.json()["detail"]
+        assert detail and "Traceback" not in str(detail), (name, detail)
+    assert "face" in cases["no face"].json()["detail"].lower()
+    assert "wings" in cases["unknown attribute"].json()["detail"]
+    assert requests.get(f"{server}/healthz").status_code == 200
