@@ -186,3 +186,20 @@ def test_bad_inputs_get_4xx_with_a_message(server, face):
     assert "face" in cases["no face"].json()["detail"].lower()
     assert "wings" in cases["unknown attribute"].json()["detail"]
     assert requests.get(f"{server}/healthz").status_code == 200
+
+
+def test_python_client(server, face):
+    from fet.client import Client, ServiceError
+
+    c = Client(server, api_key=KEY)
+    assert c.health()
+    ref = c.encode(face)
+    assert Image.open(io.BytesIO(c.edit(ref, {"Eyeglasses": 0.4}))).size == (SIZE, SIZE)
+    strip = Image.open(io.BytesIO(c.interpolate(ref, media("image/sadtalker_happy.png").read_bytes(), frames=3)))
+    assert strip.size == (3 * SIZE, SIZE)
+    mp4 = c.generate(ref, wav_bytes(speech(1.0)), text="smile")
+    with av.open(io.BytesIO(mp4)) as v:
+        assert sum(1 for _ in v.decode(v.streams.video[0])) == 25
+    with pytest.raises(ServiceError) as e:
+        Client(server, api_key="wrong").edit(ref, text="glasses")
+    assert e.value.status == 401
