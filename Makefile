@@ -39,7 +39,7 @@ lint: install
 	$(VENV)/bin/ruff format --check fet ray_jobs serve tests benchmarks
 
 demo: install
-	$(PY) -m fet.demo --out outputs/demo
+	$(PY) -m ray_jobs.demo --out outputs/demo $(ARGS)
 
 clean:
 	rm -rf outputs data .pytest_cache

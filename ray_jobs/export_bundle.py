@@ -16,6 +16,8 @@ import json
 from fet import storage
 from fet.bundle import BundleError, check_bundle, export_bundle
 from fet.checkpoint import CheckpointError
+from fet.config import ConfigError, apply_overrides, from_dict
+from fet.pipeline import PipelineConfig
 from ray_jobs.common import fail
 
 STAGES = ("stage1", "stage2", "audio", "stage3")
@@ -40,13 +42,20 @@ def main(argv: list[str] | None = None) -> None:
     for stage in STAGES:
         p.add_argument(f"--{stage}", required=True, help=f"component directory written by the {stage} run")
     p.add_argument("--face-landmarker", default=None, help="face_landmarker.task (default: the packaged one)")
+    p.add_argument("--pipeline", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="pipeline defaults stored in the bundle, e.g. steps=25 crop_scale=1.5")  # fmt: skip
     args = p.parse_args(argv)
+    try:
+        pipeline = apply_overrides({}, args.pipeline)
+        from_dict(PipelineConfig, pipeline, where="--pipeline")
+    except (ConfigError, ValueError) as e:
+        fail(e)
     dirs = {s: getattr(args, s) for s in STAGES}
     runs, metrics = training_runs(dirs)
     try:
         export_bundle(args.out, image_dir=dirs["stage1"], editing_dir=dirs["stage2"], audio_dir=dirs["audio"],
                       talker_dir=dirs["stage3"], face_landmarker=args.face_landmarker, runs=runs,
-                      metrics=metrics)  # fmt: skip
+                      metrics=metrics, pipeline=pipeline)  # fmt: skip
         info = check_bundle(args.out)
     except (BundleError, CheckpointError, FileNotFoundError) as e:
         fail(e)

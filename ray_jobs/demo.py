@@ -1,0 +1,235 @@
+"""The end-to-end demo on the embedded default (``make demo``): everything a user does, on this machine.
+
+local Ray head → SynthTalk → ray job submit: preprocessing → ray job submit: stages 1, 2, A, 3
+(2 CPU workers, DeepSpeed ZeRO-2, MLflow on SQLite) → bundle → serve deploy → HTTP: an edited
+image and an edited talking video → OUT/: edited.png, talking.mp4 (+ an enlarged copy),
+samples.png, summary.json; then it stops what it started (``--keep-running`` leaves Ray and Serve up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import yaml
+from PIL import Image
+
+from fet.data.shards import read_rows, unpack
+from fet.data.synthtalk.__main__ import generate
+from fet.images import image_grid
+from fet.media.mp4 import encode_mp4
+from fet.metrics.sync import landmark_audio_sync
+from ray_jobs.local_cluster import BIN, free_port, start_head
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = [
+    ("stage1", "semantic encoder + denoiser (paper Eq. 7)"),
+    ("stage2", "attribute classifiers on z_sem (Eq. 8)"),
+    ("audio", "Audio2Mesh + Audio2Pose"),
+    ("stage3", "talker denoiser + PoseGuider (Eq. 9)"),
+]
+
+
+def say(i: int, n: int, text: str, t0: float) -> None:
+    print(f"\n[{i}/{n}] {text}   ({time.time() - t0:.0f} s)", flush=True)
+
+
+def submit(head, *entrypoint: str) -> None:
+    """``ray job submit`` of the working tree; raises with the job's log tail when it fails."""
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={head.address}", f"--working-dir={REPO}", "--",
+           "python", *entrypoint]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=head.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    for line in proc.stdout:
+        tail = [*tail, line][-60:]
+        if "] step " in line or "error" in line.lower() or "succeeded" in line or "MLflow run" in line:
+            print("   " + line.rstrip().split("[0m ")[-1], flush=True)
+    if proc.wait() != 0:
+        raise RuntimeError(f"job {' '.join(entrypoint)} failed:\n{''.join(tail)}")
+
+
+def crop_scale(shards: str) -> float:
+    """How loosely the training frames frame the face: frame side / landmark extent (median)."""
+    ratios = []
+    for row in read_rows(shards, "clips", "train", ["clip_id", "split", "landmarks"]):
+        lm = unpack(row["landmarks"])[0, :, :2]
+        ratios.append(1.0 / float((lm.max(0) - lm.min(0)).max()))
+    return float(np.median(ratios))
+
+
+def wav_bytes(samples: np.ndarray, sr: int = 16000) -> bytes:
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(sr)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def read_video(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    with av.open(io.BytesIO(data)) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+    with av.open(io.BytesIO(data)) as c:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        audio = np.concatenate([o.to_ndarray().reshape(-1) for f in c.decode(c.streams.audio[0])
+                                for o in resampler.resample(f)])  # fmt: skip
+    return frames, audio
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m ray_jobs.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    p.add_argument("--images", type=int, default=600)
+    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--size", type=int, default=32, help="training resolution (the world is drawn at 64 px)")
+    p.add_argument("--steps1", type=int, default=600)
+    p.add_argument("--steps2", type=int, default=200)
+    p.add_argument("--steps-audio", type=int, default=300)
+    p.add_argument("--steps3", type=int, default=300)
+    p.add_argument("--keep-running", action="store_true", help="leave the Ray head and Serve running")
+    args = p.parse_args(argv)
+    out = args.out.resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    n, t0 = 8, time.time()
+    timings: dict[str, float] = {}
+
+    say(1, n, "starting a local Ray head (2 CPUs)", t0)
+    head = start_head(num_cpus=2)
+    print(f"   dashboard {head.address}")
+    try:
+        say(2, n, f"SynthTalk: {args.images} faces and {args.clips} four-second clips", t0)
+        t = time.time()
+        generate(out / "synthtalk", images=args.images, clips=args.clips, size=64, seconds=4.0, progress=True)
+        timings["synthtalk"] = time.time() - t
+
+        say(3, n, "ray job submit: preprocessing (Ray Data → clip and image shards)", t0)
+        data_cfg = yaml.safe_load((REPO / "configs/data/synthtalk.yaml").read_text())
+        data_cfg["sources"] = [{"kind": "synthtalk", "root": str(out / "synthtalk/clips")},
+                               {"kind": "synthtalk_images", "root": str(out / "synthtalk/images")}]  # fmt: skip
+        data_cfg |= {"out": str(out / "shards"), "size": args.size}
+        (out / "configs").mkdir()
+        (out / "configs/data.yaml").write_text("# demo preprocessing\n" + yaml.safe_dump(data_cfg))
+        t = time.time()
+        submit(head, "-m", "ray_jobs.preprocess", "--config", str(out / "configs/data.yaml"))
+        timings["preprocess"] = time.time() - t
+
+        common = [f"data.shards={out / 'shards'}", f"storage_path={out / 'ray_results'}",
+                  f"mlflow.tracking_uri=sqlite:///{out / 'mlflow.db'}"]  # fmt: skip
+        steps = {"stage1": args.steps1, "stage2": args.steps2, "audio": args.steps_audio, "stage3": args.steps3}
+        extra = {
+            "stage1": [f"task.model.image_size={args.size}", "checkpoint.every=200", "mlflow.sample_every=0"],
+            "stage2": [f"task.autoencoder={out / 'components/stage1'}"],
+            "audio": ["checkpoint.every=100"],
+            "stage3": [f"task.autoencoder={out / 'components/stage1'}", "checkpoint.every=100",
+                       "mlflow.sample_every=0"],
+        }  # fmt: skip
+        for stage, what in STEPS:
+            say(4, n, f"ray job submit: {stage} — {what}, {steps[stage]} steps on 2 workers, ZeRO-2", t0)
+            t = time.time()
+            submit(head, "-m", f"ray_jobs.train_{stage}", "--config", f"configs/train/ray/{stage}_tiny.yaml",
+                   *common, f"out={out / 'components' / stage}", f"steps={steps[stage]}", *extra[stage])  # fmt: skip
+            timings[stage] = time.time() - t
+
+        say(5, n, "exporting the bundle", t0)
+        scale = crop_scale(str(out / "shards"))
+        subprocess.run([sys.executable, "-m", "ray_jobs.export_bundle", "--out", str(out / "bundle"),
+                        *[f"--{s}={out / 'components' / s}" for s, _ in STEPS],
+                        "--pipeline", f"crop_scale={scale:.3f}", "steps=20"], check=True, cwd=REPO)  # fmt: skip
+
+        say(6, n, "serve deploy: Ingress + Encoder + Animator + Renderer", t0)
+        port = free_port()
+        serve_cfg = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
+                     "applications": [{"name": "faceedittalker", "route_prefix": "/",
+                                       "import_path": "serve.app:build_app", "runtime_env": {"working_dir": str(REPO)},
+                                       "args": {"bundle": str(out / "bundle"), "state_dir": str(out / "serve_state"),
+                                                "api_key_env": None, "sync_max_seconds": 30}}]}  # fmt: skip
+        (out / "configs/serve.yaml").write_text("# demo Serve config\n" + yaml.safe_dump(serve_cfg))
+        subprocess.run([str(BIN / "serve"), "deploy", str(out / "configs/serve.yaml"), "-a", head.address],
+                       check=True, env=head.env, cwd=REPO)  # fmt: skip
+        from fet.client import Client
+
+        client, url = Client(f"http://127.0.0.1:{port}"), f"http://127.0.0.1:{port}"
+        deadline = time.time() + 300
+        while True:
+            try:
+                if client._call("GET", "/readyz").status_code == 200:
+                    break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+            time.sleep(1)
+        print(f"   serving on {url} (OpenAPI docs: {url}/docs)")
+
+        say(7, n, "HTTP: an edited image and an edited talking video of a held-out face", t0)
+        face = sorted((out / "synthtalk/images/test").glob("*.png"))[0].read_bytes()
+        clip = next(read_rows(str(out / "shards"), "clips", "test", ["clip_id", "split", "audio"]))
+        speech = unpack(clip["audio"])
+        t = time.time()
+        ref = client.encode(face)
+        (out / "edited.png").write_bytes(client.edit(ref, text="add glasses"))
+        timings["http_edit"] = time.time() - t
+        t = time.time()
+        video = client.generate(ref, wav_bytes(speech), text="blond hair")
+        timings["http_generate"] = time.time() - t
+        (out / "talking.mp4").write_bytes(video)
+        frames, audio = read_video(video)
+        big = np.stack([np.asarray(Image.fromarray(f).resize((256, 256), Image.Resampling.BICUBIC)) for f in frames])
+        (out / "talking_256px.mp4").write_bytes(encode_mp4(big, audio, 16000, 25))
+
+        say(8, n, "summary", t0)
+        picks = np.linspace(0, len(frames) - 1, 8).round().astype(int)
+        strip = image_grid(np.stack([np.asarray(Image.fromarray(frames[i]).resize((96, 96))) for i in picks]), rows=1)
+        strip.save(out / "video_frames.png")
+        sheets = [out / "components/stage1/reconstructions.png", out / "components/stage2/edits.png",
+                  out / "components/stage3/samples_stage3.png", out / "video_frames.png"]  # fmt: skip
+        pics = [Image.open(s).convert("RGB") for s in sheets if s.exists()]
+        width = max(pic.width * 3 for pic in pics)
+        sheet = Image.new("RGB", (width, sum(pic.height * 3 for pic in pics)), "white")
+        y = 0
+        for pic in pics:
+            sheet.paste(pic.resize((pic.width * 3, pic.height * 3), Image.Resampling.NEAREST), (0, y))
+            y += pic.height * 3
+        sheet.save(out / "samples.png")
+        from fet.pipeline import FaceEditTalkerPipeline
+
+        detector = FaceEditTalkerPipeline.from_bundle(str(out / "bundle")).detector
+        marks = [detector.detect(f) for f in big]
+        found = [m.points for m in marks if m is not None]
+        sync = landmark_audio_sync(np.stack(found), audio) if len(found) == len(big) else None
+        runs = {s: json.loads((out / "components" / s / "training_run.json").read_text()) for s, _ in STEPS}
+        summary = {
+            "wall_seconds": round(time.time() - t0, 1),
+            "seconds": {k: round(v, 1) for k, v in timings.items()},
+            "metrics": {s: r["metrics"] for s, r in runs.items()},
+            "mlflow_runs": {s: r["mlflow_run_id"] for s, r in runs.items()},
+            "video": {"frames": len(frames), "seconds": len(audio) / 16000,
+                      "frames_with_face": len(found),
+                      "mouth_audio_sync": None if sync is None else {"offset": sync.offset,
+                                                                     "correlation": sync.correlation}},
+        }  # fmt: skip
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))
+        print(f"\noutputs in {out}: edited.png, talking.mp4, talking_256px.mp4, samples.png, summary.json")
+        print(f"MLflow UI:  {BIN / 'mlflow'} ui --backend-store-uri sqlite:///{out / 'mlflow.db'}")
+        keep = "" if args.keep_running else " (stopped now; keep it with: make demo ARGS=--keep-running)"
+        print(f"Serve docs: {url}/docs{keep}")
+    finally:
+        if not args.keep_running:
+            subprocess.run([str(BIN / "serve"), "shutdown", "-y", "-a", head.address], env=head.env,
+                           capture_output=True)  # fmt: skip
+            head.stop()
+
+
+if __name__ == "__main__":
+    main()

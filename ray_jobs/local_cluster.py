@@ -1,0 +1,68 @@
+"""A Ray head on this machine for the demo and the tests: ``ray start --head`` in its own temp dir,
+stopped by killing only the processes of that temp dir (``ray stop`` would stop every Ray here)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+QUIET = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2", "RAY_DEDUP_LOGS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalHead:
+    temp: Path
+    address: str  # job submission / dashboard address
+    gcs: str  # ray://-less GCS address for `ray.init(address=...)` and `serve`
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        import psutil
+
+        procs = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if str(self.temp) in " ".join(p.info["cmdline"] or []):
+                    procs.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        for p in procs:
+            p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            p.kill()
+
+
+def start_head(num_cpus: int = 2, temp: Path | None = None) -> LocalHead:
+    """Start a head on 127.0.0.1 with the dashboard (job submission) on a free port."""
+    temp = temp or Path(tempfile.mkdtemp(prefix="fet-ray-"))  # short: Ray's socket paths have a length limit
+    port, dash = free_port(), free_port()
+    env = os.environ | QUIET | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    cmd = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+           f"--num-cpus={num_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+           f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    if out.returncode != 0:
+        raise RuntimeError(f"ray start failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+    head = LocalHead(temp, f"http://127.0.0.1:{dash}", f"127.0.0.1:{port}", env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", dash)) == 0:
+                return head
+        time.sleep(0.5)
+    head.stop()
+    raise RuntimeError("the Ray dashboard did not come up within 60 s")
