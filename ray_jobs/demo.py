@@ -42,18 +42,25 @@ def say(i: int, n: int, text: str, t0: float) -> None:
     print(f"\n[{i}/{n}] {text}   ({time.time() - t0:.0f} s)", flush=True)
 
 
-def submit(head, *entrypoint: str) -> None:
-    """``ray job submit`` of the working tree; raises with the job's log tail when it fails."""
+def submit(head, *entrypoint: str, attempts: int = 30) -> None:
+    """``ray job submit`` of the working tree; raises with the job's log tail when it fails. A head that
+    has just started may not have its job agent yet: that refusal is retried."""
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={head.address}", f"--working-dir={REPO}", "--",
            "python", *entrypoint]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=head.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail: list[str] = []
-    for line in proc.stdout:
-        tail = [*tail, line][-60:]
-        if "] step " in line or "error" in line.lower() or "succeeded" in line or "MLflow run" in line:
-            print("   " + line.rstrip().split("[0m ")[-1], flush=True)
-    if proc.wait() != 0:
-        raise RuntimeError(f"job {' '.join(entrypoint)} failed:\n{''.join(tail)}")
+    for _ in range(attempts):
+        proc = subprocess.Popen(cmd, env=head.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)  # fmt: skip
+        tail: list[str] = []
+        for line in proc.stdout:
+            tail = [*tail, line][-60:]
+            if "] step " in line or "error" in line.lower() or "succeeded" in line or "MLflow run" in line:
+                print("   " + line.rstrip().split("[0m ")[-1], flush=True)
+        if proc.wait() == 0:
+            return
+        if "No available agent" not in "".join(tail):
+            raise RuntimeError(f"job {' '.join(entrypoint)} failed:\n{''.join(tail)}")
+        time.sleep(2)
+    raise RuntimeError(f"the Ray head at {head.address} did not accept jobs")
 
 
 def crop_scale(shards: str) -> float:
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         port = free_port()
         serve_cfg = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
                      "applications": [{"name": "faceedittalker", "route_prefix": "/",
-                                       "import_path": "serve.app:build_app", "runtime_env": {"working_dir": str(REPO)},
+                                       "import_path": "serve.app:build_app",
                                        "args": {"bundle": str(out / "bundle"), "state_dir": str(out / "serve_state"),
                                                 "api_key_env": None, "sync_max_seconds": 30}}]}  # fmt: skip
         (out / "configs/serve.yaml").write_text("# demo Serve config\n" + yaml.safe_dump(serve_cfg))
@@ -215,8 +222,8 @@ def main(argv: list[str] | None = None) -> None:
             "mlflow_runs": {s: r["mlflow_run_id"] for s, r in runs.items()},
             "video": {"frames": len(frames), "seconds": len(audio) / 16000,
                       "frames_with_face": len(found),
-                      "mouth_audio_sync": None if sync is None else {"offset": sync.offset,
-                                                                     "correlation": sync.correlation}},
+                      "mouth_audio_sync": None if sync is None or not np.isfinite(sync.correlation)
+                                          else {"offset": sync.offset, "correlation": sync.correlation}},
         }  # fmt: skip
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2))

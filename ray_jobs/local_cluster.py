@@ -50,10 +50,15 @@ def start_head(num_cpus: int = 2, temp: Path | None = None) -> LocalHead:
     """Start a head on 127.0.0.1 with the dashboard (job submission) on a free port."""
     temp = temp or Path(tempfile.mkdtemp(prefix="fet-ray-"))  # short: Ray's socket paths have a length limit
     port, dash = free_port(), free_port()
+    # every fixed default port of a node moved to a free one, so a second Ray on this machine (a test, a
+    # benchmark) does not take the job agent's port and leave the head unable to accept jobs
+    agent = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                     "metrics-export-port", "runtime-env-agent-port",
+                                                     "ray-client-server-port")]  # fmt: skip
     env = os.environ | QUIET | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     cmd = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
            f"--num-cpus={num_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
+           f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats", *agent]  # fmt: skip
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if out.returncode != 0:
         raise RuntimeError(f"ray start failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
