@@ -51,10 +51,14 @@ def submit(head, *entrypoint: str, attempts: int = 30) -> None:
         proc = subprocess.Popen(cmd, env=head.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)  # fmt: skip
         tail: list[str] = []
+        shown = ""
         for line in proc.stdout:
             tail = [*tail, line][-60:]
-            if "] step " in line or "error" in line.lower() or "succeeded" in line or "MLflow run" in line:
-                print("   " + line.rstrip().split("[0m ")[-1], flush=True)
+            text = line.rstrip().split("[0m ")[-1]
+            wanted = "] step " in line or "error" in line.lower() or "succeeded" in line or "MLflow run" in line
+            if wanted and text != shown:  # worker lines can arrive twice through the job log
+                print("   " + text, flush=True)
+                shown = text
         if proc.wait() == 0:
             return
         if "No available agent" not in "".join(tail):
