@@ -11,7 +11,6 @@ numbers are the renderer's; generation includes landmarks, rendering and mp4 enc
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import socket
@@ -19,7 +18,6 @@ import statistics
 import sys
 import tempfile
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,13 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def wav(seconds: float, sr: int = 16000) -> bytes:
+    """Speech-like audio: a 140 Hz buzz with syllable-rate amplitude modulation, as WAV."""
+    from fet.audio.load import wav_bytes
+
     t = np.arange(int(seconds * sr)) / sr
-    x = 0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * np.sign(np.sin(2 * np.pi * 140 * t))
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(sr)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+    return wav_bytes(0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * np.sign(np.sin(2 * np.pi * 140 * t)), sr)
 
 
 def timed(fn, n: int, clients: int) -> tuple[float, list[float]]:

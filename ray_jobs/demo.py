@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from fet.audio.load import wav_bytes
 from fet.data.shards import read_rows, unpack
 from fet.data.synthtalk.__main__ import generate
 from fet.images import image_grid
@@ -74,16 +75,6 @@ def crop_scale(shards: str) -> float:
         lm = unpack(row["landmarks"])[0, :, :2]
         ratios.append(1.0 / float((lm.max(0) - lm.min(0)).max()))
     return float(np.median(ratios))
-
-
-def wav_bytes(samples: np.ndarray, sr: int = 16000) -> bytes:
-    import wave
-
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(sr)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def read_video(data: bytes) -> tuple[np.ndarray, np.ndarray]:

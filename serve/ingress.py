@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,6 +108,17 @@ async def _limit_payload(request: Request, call_next):
         return JSONResponse({"detail": f"payload of {int(length)} bytes exceeds the limit of {limit} bytes"},
                             status_code=413)  # fmt: skip
     return await call_next(request)
+
+
+@dataclass
+class MediaForm:
+    """The multipart fields of /v1/generate and /v1/jobs."""
+
+    image: FileField = None
+    audio: FileField = None
+    reference_id: TextField = None
+    edits: TextField = None
+    text: TextField = None
 
 
 @serve.deployment
@@ -290,40 +302,31 @@ class Ingress:
         task.add_done_callback(self.tasks.discard)
         return job
 
+    async def _media(self, form: MediaForm) -> tuple[str, np.ndarray, dict[str, float]]:
+        """Checked edits, decoded speech, and the reference (encoded now or given by id)."""
+        parsed = self._edits(form.edits, form.text)
+        speech = await self._audio(form.audio)
+        ref_id, _ = await self._reference(form.image, form.reference_id)
+        return ref_id, speech, parsed
+
+    def _accepted(self, job: dict) -> JSONResponse:
+        return JSONResponse(self._public(job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
     @app.post("/v1/generate", dependencies=[Depends(_check_key)])
-    async def generate(
-        self,
-        image: FileField = None,
-        audio: FileField = None,
-        reference_id: TextField = None,
-        edits: TextField = None,
-        text: TextField = None,
-    ) -> Response:
+    async def generate(self, form: Annotated[MediaForm, Depends()]) -> Response:
         """Image (or reference_id) + speech (+ edits) → mp4 (H.264 + AAC, 25 fps). Speech longer than
         ``sync_max_seconds`` becomes a job: 202 with its id and Location."""
-        parsed = self._edits(edits, text)
-        speech = await self._audio(audio)
-        ref_id, _ = await self._reference(image, reference_id)
+        ref_id, speech, parsed = await self._media(form)
         if speech.size / SAMPLE_RATE > self.options.sync_max_seconds:
-            job = await self._start_job(ref_id, speech, parsed)
-            return JSONResponse(self._public(job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+            return self._accepted(await self._start_job(ref_id, speech, parsed))
         data = await self._generate(ref_id, speech, parsed, None)
         return Response(data, media_type="video/mp4", headers={"X-Edits": json.dumps(parsed), "X-Reference-Id": ref_id})
 
     @app.post("/v1/jobs", status_code=202, dependencies=[Depends(_check_key)])
-    async def create_job(
-        self,
-        image: FileField = None,
-        audio: FileField = None,
-        reference_id: TextField = None,
-        edits: TextField = None,
-        text: TextField = None,
-    ) -> JSONResponse:
-        parsed = self._edits(edits, text)
-        speech = await self._audio(audio)
-        ref_id, _ = await self._reference(image, reference_id)
-        job = await self._start_job(ref_id, speech, parsed)
-        return JSONResponse(self._public(job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+    async def create_job(self, form: Annotated[MediaForm, Depends()]) -> JSONResponse:
+        """Image (or reference_id) + speech (+ edits) → a job id; poll it, then fetch the mp4."""
+        ref_id, speech, parsed = await self._media(form)
+        return self._accepted(await self._start_job(ref_id, speech, parsed))
 
     def _job_or_404(self, job_id: str) -> dict:
         job = self.store.job(job_id) if ID.match(job_id) else None

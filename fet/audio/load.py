@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import wave
 from pathlib import Path
 
 import av
@@ -89,3 +90,14 @@ def check_speech(audio: np.ndarray, min_seconds: float, sample_rate: int = SAMPL
 def num_frames(num_samples: int, fps: int, sample_rate: int = SAMPLE_RATE) -> int:
     """Video frames covering the audio: round(duration · fps), at least 1."""
     return max(1, round(num_samples * fps / sample_rate))
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """(N,) float samples in [-1, 1] → a 16-bit mono WAV file, e.g. to send speech to the service."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes((np.clip(np.asarray(audio, np.float64).reshape(-1), -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()

@@ -7,7 +7,6 @@ import io
 import json
 import socket
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -16,20 +15,13 @@ import pytest
 import requests
 from PIL import Image
 
+from fet.audio.load import wav_bytes
 from tests.conftest import media
 from tests.fet.talking_helpers import build_bundle, speech
 
 pytestmark = pytest.mark.timeout(600)
 KEY = "test-key-123"
 SIZE = 0  # the bundle's image size, set by the server fixture
-
-
-def wav_bytes(samples: np.ndarray, sr: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(sr)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def png_bytes(img: Image.Image) -> bytes:
