@@ -203,10 +203,10 @@ def main(argv: list[str] | None = None) -> None:
             sheet.paste(pic.resize((pic.width * 3, pic.height * 3), Image.Resampling.NEAREST), (0, y))
             y += pic.height * 3
         sheet.save(out / "samples.png")
-        from fet.pipeline import FaceEditTalkerPipeline
+        from fet.landmarks.detector import FaceLandmarkDetector
 
-        detector = FaceEditTalkerPipeline.from_bundle(str(out / "bundle")).detector
-        marks = [detector.detect(f) for f in big]
+        with FaceLandmarkDetector() as detector:  # only the detector, not the whole bundle
+            marks = [detector.detect(f) for f in big]
         found = [m.points for m in marks if m is not None]
         sync = landmark_audio_sync(np.stack(found), audio) if len(found) == len(big) else None
         runs = {s: json.loads((out / "components" / s / "training_run.json").read_text()) for s, _ in STEPS}

@@ -20,7 +20,7 @@ from fet import storage
 from fet.config import ConfigError, to_dict
 from fet.data.shards import ShardError, shard_files
 from fet.training.job_config import STAGES, TrainJobConfig
-from fet.training.tasks import build_task
+from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
 from ray_jobs.common import fail, init_ray, load_job_config, parse_args
 
@@ -56,10 +56,11 @@ def marker(job: TrainJobConfig) -> str:
     return storage.join(job.storage_path, job.name, COMPLETE)
 
 
-def check(job: TrainJobConfig) -> None:
-    """Fail fast in the driver on what the workers would otherwise fail on later."""
+def check(job: TrainJobConfig) -> TrainingTask:
+    """Fail fast in the driver on what the workers would otherwise fail on later → the stage's task
+    (its section validated, its frozen inputs loaded)."""
     job.validate()
-    build_task(job)  # validates the task section and loads its frozen inputs
+    return build_task(job)
 
 
 def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
@@ -73,8 +74,9 @@ def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
     return ds.filter(expr=col("split") == "train", num_cpus=READ_CPUS)
 
 
-def run(job: TrainJobConfig) -> dict[str, Any]:
-    """Train (or resume) ``job``; returns its final metrics. Needs Ray initialised."""
+def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]:
+    """Train (or resume) ``job``; returns its final metrics. Needs Ray initialised. ``task``: what
+    ``check`` returned for this job, when the caller checked it already."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -86,8 +88,7 @@ def run(job: TrainJobConfig) -> dict[str, Any]:
         result = json.loads(storage.read_text(done))
         print(f"[{job.name}] already complete ({result['steps']} steps); not training again. Result: {done}")
         return result | {"already_complete": True}
-    check(job)
-    task = build_task(job)
+    task = task or check(job)
     run_id = tracking.start_run(job.mlflow.tracking_uri, job.mlflow.experiment, job.name, to_dict(job),
                                 {"fet.stage": job.stage})  # fmt: skip
     print(f"[{job.name}] MLflow run {run_id} at {job.mlflow.tracking_uri}")
@@ -137,11 +138,11 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
             fail(ConfigError(f"{args.config}: stage={job.stage!r}, but this entry point trains {stage!r}"))
         job.stage = stage
     try:
-        check(resolve(job))
+        task = check(resolve(job))
     except (ConfigError, ShardError, ValueError, OSError) as e:
         fail(e)
     init_ray(args.address)
-    summary = run(job)
+    summary = run(job, task)
     print(json.dumps(summary, indent=2, default=str))
 
 

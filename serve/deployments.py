@@ -33,7 +33,6 @@ class _Models:
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = AppOptions(**options)
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         overrides = {"steps": self.options.steps} if self.options.steps else {}
         self.pipeline = FaceEditTalkerPipeline.from_bundle(self.options.bundle, self.options.device, **overrides)
         self.store = StateStore(self.options.state_dir)

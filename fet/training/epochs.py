@@ -21,10 +21,6 @@ from fet.training.tasks.base import TrainingTask
 RowSource = Callable[[int], Iterator[list[dict[str, Any]]]]
 
 
-class EmptyShardError(ValueError):
-    pass
-
-
 class EpochBatches:
     def __init__(self, task: TrainingTask, rows: RowSource, batch_size: int, seed: int, rank: int, cache: bool) -> None:
         self.task, self.rows, self.batch_size = task, rows, batch_size
