@@ -107,12 +107,17 @@ def find_run(tracking_uri: str, experiment: str, run_name: str) -> str | None:
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
     """Create the MLflow run of ``run_name`` with its params, or return the existing one (resubmit)."""
-    client = MlflowClient(tracking_uri)
-    exp_id = _experiment_id(client, experiment, tracking_uri)
     existing = find_run(tracking_uri, experiment, run_name)
     if existing:
-        client.update_run(existing, status="RUNNING")
+        MlflowClient(tracking_uri).update_run(existing, status="RUNNING")
         return existing
+    return new_run(tracking_uri, experiment, run_name, params, tags)
+
+
+def new_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    """A new MLflow run with the redacted, flattened params and the system info → its id."""
+    client = MlflowClient(tracking_uri)
+    exp_id = _experiment_id(client, experiment, tracking_uri)
     run = client.create_run(exp_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags})
     flat = flatten(redact(params)) | system_info()
     items = [Param(k, v) for k, v in sorted(flat.items())]
@@ -140,11 +145,14 @@ class RunLogger:
 
     def image(self, png: bytes, name: str, step: int | None = None) -> None:
         """``samples/step_000100/name`` (or ``samples/final/name``) in the run's artifacts."""
-        folder = "samples/final" if step is None else f"samples/step_{step:06d}"
+        self.files({name: png}, "samples/final" if step is None else f"samples/step_{step:06d}")
+
+    def files(self, contents: dict[str, bytes], folder: str) -> None:
+        """Each ``{name: bytes}`` as the artifact ``folder/name``."""
         with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / name
-            path.write_bytes(png)
-            self.client.log_artifact(self.run_id, str(path), folder)
+            for name, data in contents.items():
+                (Path(d) / name).write_bytes(data)
+            self.client.log_artifacts(self.run_id, d, folder)
 
     def tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)

@@ -26,6 +26,10 @@ def config_class(path: Path):
         from fet.data.preprocess import PreprocessConfig
 
         return PreprocessConfig
+    if path.parent.name == "eval":
+        from fet.evaluation.config import EvalConfig
+
+        return EvalConfig
     raise AssertionError(f"no config class known for {path}")
 
 

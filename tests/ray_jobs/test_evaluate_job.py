@@ -1,0 +1,60 @@
+"""The evaluation job on a real local Ray: SynthTalk test clips, a tiny saved bundle, Table 1/2 written
+and logged to an MLflow run; bad inputs end the job with a message."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from fet.metrics.inception import FIDInception
+from ray_jobs import evaluate
+from tests.fet.talking_helpers import build_bundle
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_evaluation_job_writes_the_tables_and_the_mlflow_run(local_ray, synthtalk_shards, tmp_path):
+    from mlflow import MlflowClient
+
+    bundle = build_bundle(tmp_path)
+    torch.save(FIDInception().state_dict(), tmp_path / "inception.pth")
+    db, out = tmp_path / "mlflow.db", tmp_path / "eval"
+    summary = evaluate.main([
+        f"shards={synthtalk_shards}", f"bundle={bundle}", f"out={out}", "max_seconds=0.8", "eval_size=192",
+        "edits=[add glasses]", f"weights.fid_weights={tmp_path / 'inception.pth'}", "ray.num_workers=1",
+        "ray.cpus_per_worker=1", f"mlflow.tracking_uri=sqlite:///{db}", "mlflow.run_name=eval-test",
+    ])  # fmt: skip
+    assert summary["clips"] == 2  # the test split of the fixture's shards
+
+    results = (out / "results.md").read_text()
+    assert "| Method | FID | SSIM | PSNR | CPBD | Min Dist | AVConf | AVOffset | M-LMD | F-LMD |" in results
+    assert "| Edit | TL-ID | TG-ID |" in results and "| add glasses |" in results
+    assert "Min Dist: no weights given; set weights.syncnet_weights to syncnet_v2.model" in results
+    table1 = list(csv.DictReader((out / "table1.csv").open()))
+    assert [r["Method"] for r in table1] == ["Generated", "Real (test clips)"]
+    generated = table1[0]
+    assert float(generated["FID"]) >= 0 and 0 < float(generated["SSIM"]) <= 1 and float(generated["PSNR"]) > 10
+    assert generated["Min Dist"] == "skipped" and generated["AVOffset"] == "skipped"
+    per_clip = list(csv.DictReader((out / "per_clip.csv").open()))
+    assert len(per_clip) == 2 and all(int(r["frames"]) == 20 for r in per_clip)
+    assert (out / "preview.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "results.json").read_text())["skipped"]["AVConf"].startswith("no weights given")
+
+    client = MlflowClient(f"sqlite:///{db}")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "eval-test"
+    assert {"generated.psnr", "generated.ssim", "generated.fid", "real.cpbd", "clips"} <= set(run.data.metrics)
+    assert run.data.metrics["generated.psnr"] == pytest.approx(float(generated["PSNR"]))
+    assert run.data.params["bundle"] == bundle and "skipped.Min Dist" in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/results.md", "evaluation/table1.csv", "evaluation/preview.png"} <= artifacts
+
+
+def test_evaluation_job_refuses_a_missing_bundle_with_a_message(local_ray, synthtalk_shards, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        evaluate.main([f"shards={synthtalk_shards}", f"bundle={tmp_path / 'nowhere'}", f"out={tmp_path / 'eval'}"])
+    assert done.value.code == 2
+    assert "no bundle.json" in capsys.readouterr().err
