@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy.ndimage import correlate1d
 
 SSIM_SIGMA, SSIM_RADIUS = 1.5, 5  # radius = int(3.5 σ + 0.5): the Gaussian truncated at 3.5 σ
 K1, K2 = 0.01, 0.03
@@ -25,31 +25,31 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> float:
     return float("inf") if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
-def _gaussian_window() -> torch.Tensor:
-    x = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=torch.float64)
-    w = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
+def _gaussian_window() -> np.ndarray:
+    x = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
+    w = np.exp(-(x**2) / (2 * SSIM_SIGMA**2))
     return w / w.sum()
 
 
-def _blur(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filter of (N, 1, H, W) → (N, 1, H - 10, W - 10)."""
-    x = F.conv2d(x, w.view(1, 1, -1, 1))
-    return F.conv2d(x, w.view(1, 1, 1, -1))
+def _blur(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Separable Gaussian filter of (N, H, W), kept where the window lies inside: (N, H − 10, W − 10)."""
+    x = correlate1d(correlate1d(x, w, axis=1), w, axis=2)
+    r = SSIM_RADIUS
+    return x[:, r:-r, r:-r]
 
 
 def ssim_per_image(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     """Mean SSIM of each image pair: (N, H, W, C) or (N, H, W) arrays → (N,). Images need H, W ≥ 11."""
-    x = torch.from_numpy(np.asarray(a, np.float64))
-    y = torch.from_numpy(np.asarray(b, np.float64))
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if x.shape != y.shape:
-        raise ValueError(f"ssim: image shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}")
+        raise ValueError(f"ssim: image shapes differ, {x.shape} vs {y.shape}")
     if x.ndim == 3:
         x, y = x[..., None], y[..., None]
     if x.ndim != 4 or min(x.shape[1:3]) < 2 * SSIM_RADIUS + 1:
-        raise ValueError(f"ssim: expected (N, H, W[, C]) images of at least 11×11 pixels, got {tuple(a.shape)}")
+        raise ValueError(f"ssim: expected (N, H, W[, C]) images of at least 11×11 pixels, got {np.shape(a)}")
     n, h, wd, c = x.shape
-    x = x.permute(0, 3, 1, 2).reshape(n * c, 1, h, wd)  # (N·C, 1, H, W): every channel on its own
-    y = y.permute(0, 3, 1, 2).reshape(n * c, 1, h, wd)
+    x = x.transpose(0, 3, 1, 2).reshape(n * c, h, wd)  # every channel on its own
+    y = y.transpose(0, 3, 1, 2).reshape(n * c, h, wd)
     w = _gaussian_window()
     mx, my = _blur(x, w), _blur(y, w)
     vx = _blur(x * x, w) - mx * mx
@@ -57,7 +57,7 @@ def ssim_per_image(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> n
     cxy = _blur(x * y, w) - mx * my
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3)).view(n, c).mean(1).numpy()
+    return s.mean(axis=(1, 2)).reshape(n, c).mean(1)
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
