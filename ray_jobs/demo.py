@@ -1,9 +1,10 @@
 """The end-to-end demo on the embedded default (``make demo``): everything a user does, on this machine.
 
 local Ray head → SynthTalk → ray job submit: preprocessing → ray job submit: stages 1, 2, A, 3
-(2 CPU workers, DeepSpeed ZeRO-2, MLflow on SQLite) → bundle → serve deploy → HTTP: an edited
-image and an edited talking video → OUT/: edited.png, talking.mp4 (+ an enlarged copy),
-samples.png, summary.json; then it stops what it started (``--keep-running`` leaves Ray and Serve up).
+(2 CPU workers, DeepSpeed ZeRO-2, MLflow on SQLite) → bundle → ray job submit: evaluation (Table 1/2
+on the test clips) → serve deploy → HTTP: an edited image and an edited talking video → OUT/:
+edited.png, talking.mp4 (+ an enlarged copy), samples.png, eval/results.md, summary.json; then it
+stops what it started (``--keep-running`` leaves Ray and Serve up).
 """
 
 from __future__ import annotations
@@ -98,12 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps2", type=int, default=200)
     p.add_argument("--steps-audio", type=int, default=300)
     p.add_argument("--steps3", type=int, default=300)
+    p.add_argument("--eval-clips", type=int, default=3, help="test clips the evaluation job generates and measures")
     p.add_argument("--keep-running", action="store_true", help="leave the Ray head and Serve running")
     args = p.parse_args(argv)
     out = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    n, t0 = 8, time.time()
+    n, t0 = 9, time.time()
     timings: dict[str, float] = {}
 
     say(1, n, "starting a local Ray head (2 CPUs)", t0)
@@ -149,7 +151,15 @@ def main(argv: list[str] | None = None) -> None:
                         *[f"--{s}={out / 'components' / s}" for s, _ in STEPS],
                         "--pipeline", f"crop_scale={scale:.3f}", "steps=20"], check=True, cwd=REPO)  # fmt: skip
 
-        say(6, n, "serve deploy: Ingress + Encoder + Animator + Renderer", t0)
+        say(6, n, f"ray job submit: evaluation — {args.eval_clips} test clips, the paper's Table 1 and 2", t0)
+        t = time.time()
+        submit(head, "-m", "ray_jobs.evaluate", "--config", "configs/eval/synthtalk.yaml", f"shards={out / 'shards'}",
+               f"bundle={out / 'bundle'}", f"out={out / 'eval'}", f"max_clips={args.eval_clips}", "max_seconds=2",
+               f"mlflow.tracking_uri=sqlite:///{out / 'mlflow.db'}", "mlflow.run_name=demo-eval")  # fmt: skip
+        timings["evaluate"] = time.time() - t
+        print((out / "eval/results.md").read_text())
+
+        say(7, n, "serve deploy: Ingress + Encoder + Animator + Renderer", t0)
         port = free_port()
         serve_cfg = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
                      "applications": [{"name": "faceedittalker", "route_prefix": "/",
@@ -173,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(1)
         print(f"   serving on {url} (OpenAPI docs: {url}/docs)")
 
-        say(7, n, "HTTP: an edited image and an edited talking video of a held-out face", t0)
+        say(8, n, "HTTP: an edited image and an edited talking video of a held-out face", t0)
         face = sorted((out / "synthtalk/images/test").glob("*.png"))[0].read_bytes()
         clip = next(read_rows(str(out / "shards"), "clips", "test", ["clip_id", "split", "audio"]))
         speech = unpack(clip["audio"])
@@ -189,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         big = np.stack([np.asarray(Image.fromarray(f).resize((256, 256), Image.Resampling.BICUBIC)) for f in frames])
         (out / "talking_256px.mp4").write_bytes(encode_mp4(big, audio, 16000, 25))
 
-        say(8, n, "summary", t0)
+        say(9, n, "summary", t0)
         picks = np.linspace(0, len(frames) - 1, 8).round().astype(int)
         strip = image_grid(np.stack([np.asarray(Image.fromarray(frames[i]).resize((96, 96))) for i in picks]), rows=1)
         strip.save(out / "video_frames.png")
@@ -214,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             "wall_seconds": round(time.time() - t0, 1),
             "seconds": {k: round(v, 1) for k, v in timings.items()},
             "metrics": {s: r["metrics"] for s, r in runs.items()},
+            "evaluation": json.loads((out / "eval/results.json").read_text())["metrics"],
             "mlflow_runs": {s: r["mlflow_run_id"] for s, r in runs.items()},
             "video": {"frames": len(frames), "seconds": len(audio) / 16000,
                       "frames_with_face": len(found),
@@ -222,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         }  # fmt: skip
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2))
-        print(f"\noutputs in {out}: edited.png, talking.mp4, talking_256px.mp4, samples.png, summary.json")
+        print(f"\noutputs in {out}: edited.png, talking.mp4, talking_256px.mp4, samples.png, eval/, summary.json")
         print(f"MLflow UI:  {BIN / 'mlflow'} ui --backend-store-uri sqlite:///{out / 'mlflow.db'}")
         keep = "" if args.keep_running else " (stopped now; keep it with: make demo ARGS=--keep-running)"
         print(f"Serve docs: {url}/docs{keep}")

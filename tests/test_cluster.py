@@ -39,6 +39,13 @@ def check_entrypoint(entrypoint: str) -> None:
             from fet.data.preprocess import PreprocessConfig
 
             load_config(PreprocessConfig, config)
+        elif module == "ray_jobs.evaluate":
+            from fet.evaluation.config import EvalConfig
+
+            cfg = load_config(EvalConfig, config, argv[argv.index("--config") + 2 :])
+            groups = gpu_groups(load(CLUSTER / "kuberay" / "raycluster.yaml")["spec"])
+            assert cfg.ray.gpus_per_worker <= max(int(g.get("nvidia.com/gpu", 0)) for g in groups)
+            assert cfg.ray.cpus_per_worker <= max(int(g["cpu"]) for g in groups)
         else:
             from fet.training.job_config import TrainJobConfig
 

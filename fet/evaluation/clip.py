@@ -41,6 +41,7 @@ from fet.metrics.landmark_distance import f_lmd, m_lmd
 from fet.metrics.sharpness import cpbd
 from fet.metrics.sync import landmark_audio_sync
 from fet.metrics.syncnet import SYNCNET_SOURCE, face_crops, load_syncnet, syncnet_score
+from fet.metrics.weights import weights_exist
 from fet.pipeline import FaceEditTalkerPipeline
 
 # metric groups and the table columns each one fills
@@ -73,7 +74,7 @@ def unavailable(weights: MetricWeights) -> dict[str, str]:
     ):
         if not path:
             out[group] = f"no weights given; set {option} to {source}"
-        elif not os.path.isfile(path):
+        elif not weights_exist(path):
             out[group] = f"weights file {path!r} does not exist; expected {source}"
     return out
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class MetricWeights:
-    """Where the metric networks come from. A network whose file is absent is skipped, with the reason."""
+    """Where the metric networks come from (local paths or ``s3://``). A network whose file is absent is
+    skipped, with the reason."""
 
     dlib_models_dir: str | None = None  # default: the installed face_recognition_models package
     fid_weights: str | None = None  # pt_inception-2015-12-05-6726825d.pth (pytorch-fid's port of the TF weights)

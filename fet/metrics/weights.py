@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from fet import storage
 
 
 class MissingWeightsError(FileNotFoundError):
     """A metric's network weights are not at the path given; the message says which file and where it comes from."""
 
 
+def weights_exist(path: str | os.PathLike) -> bool:
+    return storage.exists(path) if storage.is_s3(path) else os.path.isfile(path)
+
+
 def require_weights(path: str | os.PathLike | None, what: str, source: str, option: str) -> str:
-    """``path`` as a string if it is an existing file, else MissingWeightsError naming the file and its source."""
+    """A local file holding the weights at ``path`` (an ``s3://`` object is downloaded to a temporary file),
+    else MissingWeightsError naming the file and its source."""
     if not path:
         raise MissingWeightsError(f"{what}: no weights path given; set {option} to {source}")
-    if not os.path.isfile(path):
+    if not weights_exist(path):
         raise MissingWeightsError(f"{what}: weights file {os.fspath(path)!r} does not exist; expected {source}")
+    if storage.is_s3(path):
+        local = Path(tempfile.mkdtemp(prefix="fet-weights-")) / str(path).rsplit("/", 1)[-1]
+        local.write_bytes(storage.read_bytes(path))
+        return str(local)
     return os.fspath(path)
 
 

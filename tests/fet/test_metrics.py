@@ -258,3 +258,20 @@ def test_weight_free_sync_finds_a_known_audio_delay_on_a_real_clip():
             shifted[delay * 640 :] = 0
         found = landmark_audio_sync(points, shifted, max_lag=14)
         assert abs(found.offset - (base.offset - delay)) <= 1, (delay, base, found)
+
+
+def test_metric_weights_load_from_s3(s3_bucket, tmp_path):
+    from fet import storage
+    from fet.metrics.weights import weights_exist
+
+    path = tmp_path / "syncnet.pth"
+    torch.save(SyncNet().state_dict(), path)
+    uri = f"{s3_bucket}/models/syncnet_v2.model"
+    assert not weights_exist(uri)
+    with pytest.raises(MissingWeightsError, match="syncnet_v2.model"):
+        load_syncnet(uri)
+    storage.write_bytes(uri, path.read_bytes())
+    assert weights_exist(uri)
+    model = load_syncnet(uri)
+    saved = torch.load(path, weights_only=True)
+    assert torch.equal(model.netfcaud[0].weight, saved["netfcaud.0.weight"])
