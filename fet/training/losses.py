@@ -18,14 +18,11 @@ def diffusion_loss(
     z_sem: torch.Tensor,
     scheduler: DDIMScheduler,
     generator: torch.Generator | None = None,
-    weight: torch.Tensor | None = None,
     **denoiser_kwargs,
 ) -> torch.Tensor:
     """L_simple = E_{x_0, ε, t} ‖ε_θ(x_t, t, z_sem) − ε‖² (Eq. 7; Eq. 9 with landmark kwargs).
 
-    x_0: (B, C, h, w) clean latents; z_sem: (B, z_dim). t ~ U{0, …, T−1}, ε ~ N(0, I). ``weight``
-    (B, 1, H, W) ≥ 0, resized to (h, w), weighs positions (normalised by its mean, so the loss keeps its
-    scale); None is the plain mean.
+    x_0: (B, C, h, w) clean latents; z_sem: (B, z_dim). t ~ U{0, …, T−1}, ε ~ N(0, I).
     """
     b = x_0.shape[0]
     T = scheduler.config.num_train_timesteps
@@ -33,10 +30,7 @@ def diffusion_loss(
     noise = torch.randn(x_0.shape, generator=generator, device="cpu", dtype=x_0.dtype).to(x_0.device)
     x_t = scheduler.add_noise(x_0, noise, t)
     eps = denoiser(x_t, t, z_sem, **denoiser_kwargs)
-    if weight is None:
-        return F.mse_loss(eps.float(), noise.float())
-    w = F.interpolate(weight.float(), size=x_0.shape[-2:], mode="area")
-    return ((eps.float() - noise.float()) ** 2 * w).mean() / w.mean()
+    return F.mse_loss(eps.float(), noise.float())
 
 
 def attribute_bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ Outputs: ``denoiser`` + ``pose_guider`` (EMA), ``samples_stage3.png`` and ``metr
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -27,7 +26,6 @@ from fet.config import from_dict
 from fet.data.clip_folder import list_clips, read_clip
 from fet.diffusion.ddim import ddim_invert, ddim_sample, training_scheduler
 from fet.images import image_grid, save_image
-from fet.landmarks.face_mesh import contours
 from fet.landmarks.landmark_map import landmark_maps
 from fet.metrics.image_quality import psnr
 from fet.models.pose_guider import PoseGuiderConfig
@@ -79,41 +77,14 @@ def stage3_loss(
     reference_map: torch.Tensor,
     scheduler,
     generator: torch.Generator,
-    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eq. 9 on a batch: images (B, 3, S, S) in [-1, 1], maps (B, 3, S, S) in [0, 1]; ``weight``
-    (B, 1, S, S) optionally weighs image regions (``mouth_weights``)."""
+    """Eq. 9 on a batch: images (B, 3, S, S) in [-1, 1], maps (B, 3, S, S) in [0, 1]."""
     with torch.no_grad():  # E_sem and the codec are frozen in stage 3
         z_sem = autoencoder.encoder(reference)
         x_0 = autoencoder.codec.encode(target)
     return diffusion_loss(
-        talker, x_0, z_sem, scheduler, generator, weight, landmark_map=target_map, reference_map=reference_map
+        talker, x_0, z_sem, scheduler, generator, landmark_map=target_map, reference_map=reference_map
     )
-
-
-def mouth_weights(landmarks: np.ndarray, size: int, weight: float) -> torch.Tensor:
-    """(B, 478, ≥2) normalised target landmarks → (B, 1, size, size) loss weights: 1 + ``weight`` in a square
-    around the mouth (1.6 mouth widths, reaching below the lips to take in the jaw), 1 elsewhere.
-
-    The speech-driven change between two frames of a clip is a few pixels at the mouth against a whole
-    face that stays put; at small sizes the plain loss barely notices it, and the talker learns to copy
-    the reference mouth. Weighing the mouth region makes its error count as much as the face's.
-    """
-    lips = _lip_indices()
-    out = np.ones((len(landmarks), 1, size, size), np.float32)
-    for i, p in enumerate(landmarks[:, lips, :2] * size):
-        (x0, y0), (x1, y1) = p.min(0), p.max(0)
-        half = 0.8 * max(x1 - x0, 1.0)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        top, bottom = int(max(0, cy - half * 0.75)), int(min(size, np.ceil(cy + half * 1.25)))
-        left, right = int(max(0, cx - half)), int(min(size, np.ceil(cx + half)))
-        out[i, 0, top:bottom, left:right] += weight
-    return torch.from_numpy(out)
-
-
-@functools.lru_cache(maxsize=1)
-def _lip_indices() -> np.ndarray:
-    return np.unique(np.concatenate([np.asarray(loop) for loop in contours()["lips"]]))
 
 
 @torch.no_grad()

@@ -116,30 +116,6 @@ def test_stage3_task_pairs_frames_of_one_clip(stage1_dir, synthtalk_shards, tmp_
     assert (tmp_path / "pose_guider.safetensors").exists()
 
 
-def test_stage3_mouth_weight_marks_the_mouth_and_keeps_the_loss_scale(stage1_dir, synthtalk_shards):
-    from fet.training.losses import diffusion_loss
-    from fet.training.stage3 import mouth_weights
-
-    task = build_task(job("stage3", synthtalk_shards, f"task.autoencoder={stage1_dir}", "task.mouth_weight=4"))
-    rows = list(read_rows(synthtalk_shards, "clips", "train", task.columns))[:1]
-    batch = task.collate(task.examples(rows)[:2], np.random.default_rng(0))
-    w = batch["weight"]
-    assert w.shape == (2, 1, 32, 32) and set(torch.unique(w).tolist()) == {1.0, 5.0}
-    lms = task.clip(rows[0]).landmarks[0]
-    mx, my = (lms[[13, 14], :2].mean(0) * 32).astype(int)  # between the inner lips
-    assert mouth_weights(lms[None], 32, 4.0)[0, 0, my, mx] == 5.0
-    assert mouth_weights(lms[None], 32, 4.0)[0, 0, int(lms[10, 1] * 32), int(lms[10, 0] * 32)] == 1.0  # forehead
-    assert 0.03 < (w > 1).float().mean() < 0.4  # the mouth, not the face
-    # a uniform weight is the plain loss; the mouth weight changes it
-    model = task.build()
-    args = (model.talker, batch["target"], model.frozen[0].encoder(batch["reference"]), model.noise)
-    kw = {"landmark_map": batch["target_map"], "reference_map": batch["reference_map"]}
-    plain = diffusion_loss(*args, torch.Generator().manual_seed(0), **kw)
-    uniform = diffusion_loss(*args, torch.Generator().manual_seed(0), torch.full_like(w, 3.0), **kw)
-    weighted = diffusion_loss(*args, torch.Generator().manual_seed(0), w, **kw)
-    assert uniform.item() == pytest.approx(plain.item(), rel=1e-5) and weighted.item() != pytest.approx(plain.item())
-
-
 class Counting:
     """A task whose examples are the row indices, to see the epoch order."""
 

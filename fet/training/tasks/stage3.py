@@ -20,7 +20,7 @@ from fet.images import encode_png, image_grid
 from fet.landmarks.landmark_map import landmark_maps
 from fet.models.pose_guider import PoseGuiderConfig
 from fet.models.talker import TalkerDenoiser
-from fet.training.stage3 import TalkingFrames, mouth_weights, sample_pairs, stage3_loss, talker_samples
+from fet.training.stage3 import TalkingFrames, sample_pairs, stage3_loss, talker_samples
 from fet.training.tasks.base import Report, StageModel, TrainingTask
 from fet.training.tasks.frames import decode_square, to_model_range
 
@@ -31,7 +31,6 @@ class Stage3Section:
     guider: dict[str, Any] = field(default_factory=dict)  # PoseGuiderConfig overrides
     pairs_per_clip: int = 8
     eval_steps: int = 20
-    mouth_weight: float = 0.0  # > 0: extra loss weight on the mouth region (0: Eq. 9 as written)
 
 
 @dataclass
@@ -55,8 +54,7 @@ class Stage3Model(StageModel):
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
         loss = stage3_loss(self.talker, self.frozen[0], batch["target"], batch["reference"],
-                           batch["target_map"], batch["reference_map"], self.noise, generator,
-                           batch.get("weight"))  # fmt: skip
+                           batch["target_map"], batch["reference_map"], self.noise, generator)  # fmt: skip
         return loss, {}
 
 
@@ -88,16 +86,12 @@ class Stage3Task(TrainingTask[Stage3Section]):
     def collate(self, examples: list[Clip], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         tgt = [int(rng.integers(len(c.frames))) for c in examples]
         ref = [int(rng.integers(len(c.frames))) for c in examples]
-        target_lms = np.stack([c.landmarks[t] for c, t in zip(examples, tgt)])
-        batch = {
+        return {
             "target": to_model_range(np.stack([c.frames[t] for c, t in zip(examples, tgt)])),
             "reference": to_model_range(np.stack([c.frames[r] for c, r in zip(examples, ref)])),
-            "target_map": landmark_maps(target_lms, self.size),
+            "target_map": landmark_maps(np.stack([c.landmarks[t] for c, t in zip(examples, tgt)]), self.size),
             "reference_map": landmark_maps(np.stack([c.landmarks[r] for c, r in zip(examples, ref)]), self.size),
         }
-        if self.cfg.mouth_weight > 0:
-            batch["weight"] = mouth_weights(target_lms, self.size, self.cfg.mouth_weight)
-        return batch
 
     @torch.no_grad()
     def report(self, model: TalkerDenoiser, rows: list[dict[str, Any]]) -> Report:
