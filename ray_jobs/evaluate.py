@@ -12,10 +12,14 @@ per edit) and measures it → the driver pools the records into Table 1 / Table 
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from fet import storage
 from fet.bundle import BundleError, check_bundle
@@ -24,6 +28,7 @@ from fet.data.shards import ShardError, pack, shard_files, unpack
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
+from fet.images import encode_png
 from ray_jobs import tracking
 from ray_jobs.common import QUIET_ENV, fail, init_ray, load_job_config, parse_args
 
@@ -109,13 +114,6 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
 
 def _preview(records: list[dict[str, Any]]) -> bytes:
     """The clips' preview strips stacked top to bottom."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from fet.images import encode_png
-
     strips = [np.asarray(Image.open(io.BytesIO(r["preview"])).convert("RGB")) for r in records]
     width = max(s.shape[1] for s in strips)
     strips = [np.pad(s, ((0, 4), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
