@@ -25,7 +25,7 @@ from PIL import Image
 
 from fet.audio.load import SAMPLE_RATE, check_speech, load_audio, num_frames
 from fet.bundle import Bundle, load_bundle
-from fet.config import from_dict
+from fet.config import ConfigError, from_dict
 from fet.diffusion.ddim import ddim_invert, ddim_sample
 from fet.editing.attributes import ParsedEdits
 from fet.editing.edit import edit_semantic, parse_edits
@@ -53,6 +53,13 @@ class PipelineConfig:
     crop_scale: float = DEFAULT_SCALE
     pose_style: int = 0
     hold_first_frame: bool = True
+    # how far the landmarks move the face from the reference: 1 is the talker as trained; > 1 amplifies
+    # the PoseGuider's change of its residuals (a small model that learned the mouth weakly shows it)
+    landmark_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.landmark_scale > 0:
+            raise ConfigError(f"landmark_scale={self.landmark_scale}: expected a positive factor (1: as trained)")
 
 
 @dataclass
@@ -197,6 +204,9 @@ class FaceEditTalkerPipeline:
         b, n = self.bundle, points.shape[0]
         maps = landmark_maps(points, self.image_cfg.image_size).to(self.device)
         guidance = b.talker.guidance(maps, ref.reference_features)
+        if self.cfg.landmark_scale != 1.0:
+            guidance = guidance.amplified(b.talker.guidance(ref.reference_map, ref.reference_features),
+                                          self.cfg.landmark_scale)  # fmt: skip
         z = edit_semantic(ref.z_sem, b.classifier, edits, b.library).expand(n, -1)
         x_T = ref.x_T.expand(n, -1, -1, -1)
         gens = [frame_generator(seed, i) for i in indices] if eta > 0 else None

@@ -97,9 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=32, help="training resolution (the world is drawn at 64 px)")
     p.add_argument("--steps1", type=int, default=600)
     p.add_argument("--steps2", type=int, default=200)
-    p.add_argument("--steps-audio", type=int, default=300)
-    p.add_argument("--steps3", type=int, default=300)
-    p.add_argument("--eval-clips", type=int, default=3, help="test clips the evaluation job generates and measures")
+    p.add_argument("--steps-audio", type=int, default=200)
+    p.add_argument("--steps3", type=int, default=600)
+    p.add_argument("--landmark-scale", type=float, default=2.0,
+                   help="bundle default: how far the landmarks move the face (1: the talker as trained)")  # fmt: skip
+    p.add_argument("--eval-clips", type=int, default=2, help="test clips the evaluation job generates and measures")
     p.add_argument("--keep-running", action="store_true", help="leave the Ray head and Serve running")
     args = p.parse_args(argv)
     out = args.out.resolve()
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         scale = crop_scale(str(out / "shards"))
         subprocess.run([sys.executable, "-m", "ray_jobs.export_bundle", "--out", str(out / "bundle"),
                         *[f"--{s}={out / 'components' / s}" for s, _ in STEPS],
-                        "--pipeline", f"crop_scale={scale:.3f}", "steps=20"], check=True, cwd=REPO)  # fmt: skip
+                        "--pipeline", f"crop_scale={scale:.3f}", "steps=20", f"landmark_scale={args.landmark_scale}"],
+                       check=True, cwd=REPO)  # fmt: skip
 
         say(6, n, f"ray job submit: evaluation — {args.eval_clips} test clips, the paper's Table 1 and 2", t0)
         t = time.time()

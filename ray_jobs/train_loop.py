@@ -151,8 +151,7 @@ def train_loop(config: dict[str, Any]) -> None:
         task.prepare(model, [e for chunk in batches.rows(0) for e in task.examples(chunk)])
 
     ema = EMA(model.exported, job.optim.ema_decay)
-    params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=job.optim.lr, weight_decay=job.optim.weight_decay)
+    optimizer = torch.optim.AdamW(model.param_groups(job.optim.lr), weight_decay=job.optim.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(job.optim, job.steps))
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=schedule, config=deepspeed_config(job)

@@ -26,6 +26,13 @@ class Guidance:
 
     residuals: list[torch.Tensor]
 
+    def amplified(self, anchor: Guidance, scale: float) -> Guidance:
+        """Residuals moved ``scale`` times as far from ``anchor`` (the reference's own guidance): 1 is the
+        model as trained; > 1 exaggerates how far each frame's landmarks move the face from the reference."""
+        if scale == 1.0:
+            return self
+        return Guidance([a + scale * (r - a) for r, a in zip(self.residuals, anchor.residuals)])
+
 
 class TalkerDenoiser(nn.Module):
     def __init__(self, cfg: ImageModelConfig, guider_cfg: PoseGuiderConfig) -> None:

@@ -114,6 +114,7 @@ class Stage3Config:
     autoencoder: str = "outputs/stage1"  # stage-1 directory: the denoiser is initialised from it
     clips: str = "data/synthtalk/clips"
     guider: dict[str, Any] = field(default_factory=dict)  # PoseGuiderConfig overrides
+    guider_lr_scale: float = 10.0  # PoseGuider learning rate / optim.lr (the guider starts from zero outputs)
     optim: OptimConfig = field(default_factory=OptimConfig)
     steps: int = 1000
     batch_size: int = 16

@@ -87,6 +87,16 @@ def stage3_loss(
     )
 
 
+def talker_param_groups(talker: TalkerDenoiser, lr: float, guider_lr_scale: float) -> list[dict]:
+    """AdamW groups: the denoiser (initialised from stage 1) at ``lr``, the PoseGuider at ``lr · scale``."""
+    if guider_lr_scale <= 0:
+        raise ValueError(f"guider_lr_scale={guider_lr_scale}: expected a positive factor")
+    return [
+        {"params": list(talker.denoiser.parameters()), "lr": lr},
+        {"params": list(talker.pose_guider.parameters()), "lr": lr * guider_lr_scale},
+    ]
+
+
 @torch.no_grad()
 def talker_samples(
     talker: TalkerDenoiser, autoencoder: DiffusionAutoencoder, data: TalkingFrames, pairs: tuple, steps: int
@@ -118,7 +128,8 @@ def train_stage3(cfg: Stage3Config, progress: bool = True) -> dict:
     val = load_talking_frames(cfg.clips, "val", size, cfg.limit)
     ema = EMA(talker, cfg.optim.ema_decay)
     params = list(talker.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    groups = talker_param_groups(talker, cfg.optim.lr, cfg.guider_lr_scale)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(cfg.optim.warmup_steps))
     noise = training_scheduler(talker.cfg)
     rng = np.random.default_rng(cfg.seed)

@@ -7,6 +7,7 @@ import torch
 
 from fet.audio.load import AudioError
 from fet.bundle import BundleError, load_bundle, load_talker, save_talker
+from fet.config import ConfigError
 from fet.landmarks.detector import NoFaceError
 from fet.metrics.image_quality import psnr
 from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig, audio2mesh_loss
@@ -14,7 +15,7 @@ from fet.models.audio2pose import Audio2Pose, Audio2PoseConfig, audio2pose_loss
 from fet.models.presets import preset
 from fet.models.sequence import run_windowed
 from fet.models.talker import TalkerDenoiser
-from fet.pipeline import FaceEditTalkerPipeline
+from fet.pipeline import FaceEditTalkerPipeline, PipelineConfig
 from tests.conftest import media
 from tests.fet.helpers import SIZE, tiny_config
 from tests.fet.talking_helpers import GUIDER, build_bundle, speech, synthetic_face
@@ -186,6 +187,32 @@ def test_real_portrait_is_detected_aligned_and_edited(pipe):
     assert frame.shape == (SIZE, SIZE, 3) and parsed.edits == {"Smiling": 0.5}
     with pytest.raises(NoFaceError, match="wall.png: no face found"):
         pipe.encode(np.full((200, 200, 3), 90, np.uint8), name="wall.png")
+
+
+def test_landmark_scale_amplifies_only_how_frames_differ_from_the_reference(bundle):
+    loaded = load_bundle(bundle)
+    torch.manual_seed(3)
+    for stage in loaded.talker.pose_guider.stages:  # a guider that has learned something
+        torch.nn.init.normal_(stage.out.weight, std=0.05)
+    torch.nn.init.normal_(loaded.talker.denoiser.out[-1].weight, std=0.05)  # and a denoiser that predicts
+    plain = FaceEditTalkerPipeline(loaded, PipelineConfig(steps=4, batch_size=4))
+    amplified = FaceEditTalkerPipeline(loaded, PipelineConfig(steps=4, batch_size=4, landmark_scale=3.0))
+    image, lms = synthetic_face(SIZE, seed=2)
+    ref = plain.encode(image, lms)
+    # in the reference's own pose there is nothing to amplify: the same frame at any scale
+    np.testing.assert_array_equal(plain.edit(ref)[0], amplified.edit(ref)[0])
+    maps = torch.rand(2, 3, SIZE, SIZE)
+    anchor = loaded.talker.guidance(ref.reference_map, ref.reference_features)
+    moved = loaded.talker.guidance(maps, ref.reference_features)
+    for a, m, x in zip(anchor.residuals, moved.residuals, moved.amplified(anchor, 3.0).residuals):
+        torch.testing.assert_close(x - a, 3.0 * (m - a))
+    assert moved.amplified(anchor, 1.0) is moved
+    audio = speech(0.6)
+    a, b = plain(ref, audio).frames, amplified(ref, audio).frames
+    assert np.array_equal(a[0], b[0])  # the held first frame is the reference's pose
+    assert np.abs(a[1:].astype(int) - b[1:].astype(int)).max() > 2  # the moving frames move further
+    with pytest.raises(ConfigError, match="landmark_scale=0"):
+        FaceEditTalkerPipeline.from_bundle(bundle, landmark_scale=0)
 
 
 def test_bad_inputs_get_clear_errors_and_leave_no_file(pipe, tmp_path):

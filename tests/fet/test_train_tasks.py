@@ -33,7 +33,7 @@ def train_steps(task, rows, steps: int, lr: float, batch_size: int = 8) -> list[
     model = task.build()
     examples = task.examples(rows)
     task.prepare(model, examples)
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=lr)
+    opt = torch.optim.AdamW(model.param_groups(lr))
     batches = EpochBatches(task, lambda epoch: iter([rows]), batch_size, seed=0, rank=0, cache=True)
     batches.examples = examples
     losses, epoch = [], 0
@@ -107,6 +107,12 @@ def test_stage3_task_pairs_frames_of_one_clip(stage1_dir, synthtalk_shards, tmp_
     assert len(examples) == 3 * task.cfg.pairs_per_clip
     batch = task.collate(examples[:4], np.random.default_rng(0))
     assert batch["target"].shape == (4, 3, 32, 32) and batch["target_map"].shape == (4, 3, 32, 32)
+    # the new PoseGuider learns at guider_lr_scale x the rate of the denoiser copied from stage 1
+    built = task.build()
+    groups = built.param_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-3 * task.cfg.guider_lr_scale] and task.cfg.guider_lr_scale == 10
+    assert [id(p) for p in groups[1]["params"]] == [id(p) for p in built.talker.pose_guider.parameters()]
+    assert sum(len(g["params"]) for g in groups) == len(built.trainable_parameters())
     losses, model = train_steps(task, rows, 25, 1e-3)
     assert falls(losses), losses
     assert not any(p.requires_grad for p in task.autoencoder.parameters())  # E_sem and codec frozen

@@ -34,6 +34,10 @@ class StageModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups at base learning rate ``lr`` (the schedule scales every group)."""
+        return [{"params": self.trainable_parameters(), "lr": lr}]
+
 
 @dataclass
 class Report:

@@ -20,7 +20,7 @@ from fet.images import encode_png, image_grid
 from fet.landmarks.landmark_map import landmark_maps
 from fet.models.pose_guider import PoseGuiderConfig
 from fet.models.talker import TalkerDenoiser
-from fet.training.stage3 import TalkingFrames, sample_pairs, stage3_loss, talker_samples
+from fet.training.stage3 import TalkingFrames, sample_pairs, stage3_loss, talker_param_groups, talker_samples
 from fet.training.tasks.base import Report, StageModel, TrainingTask
 from fet.training.tasks.frames import decode_square, to_model_range
 
@@ -29,6 +29,9 @@ from fet.training.tasks.frames import decode_square, to_model_range
 class Stage3Section:
     autoencoder: str = "outputs/model"  # stage-1 component directory: frozen E_sem, denoiser init
     guider: dict[str, Any] = field(default_factory=dict)  # PoseGuiderConfig overrides
+    # learning rate of the new PoseGuider relative to optim.lr (the denoiser starts trained, the guider
+    # from zero outputs; at 1 the guider's residuals stay too small to move the mouth for many steps)
+    guider_lr_scale: float = 10.0
     pairs_per_clip: int = 8
     eval_steps: int = 20
 
@@ -40,9 +43,9 @@ class Clip:
 
 
 class Stage3Model(StageModel):
-    def __init__(self, talker: TalkerDenoiser, autoencoder: DiffusionAutoencoder) -> None:
+    def __init__(self, talker: TalkerDenoiser, autoencoder: DiffusionAutoencoder, guider_lr_scale: float = 1.0) -> None:
         super().__init__()
-        self.talker = talker
+        self.talker, self.guider_lr_scale = talker, guider_lr_scale
         # frozen and shared with the task: kept out of the module tree, so DeepSpeed (ZeRO-3 partitioning
         # included), the optimizer and EMA only ever see the talker
         self.frozen = [autoencoder.requires_grad_(False)]
@@ -51,6 +54,9 @@ class Stage3Model(StageModel):
     @property
     def exported(self) -> TalkerDenoiser:
         return self.talker
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        return talker_param_groups(self.talker, lr, self.guider_lr_scale)
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
         loss = stage3_loss(self.talker, self.frozen[0], batch["target"], batch["reference"],
@@ -75,7 +81,7 @@ class Stage3Task(TrainingTask[Stage3Section]):
 
     def build(self) -> Stage3Model:
         talker = TalkerDenoiser.from_stage1(self.autoencoder.denoiser, self.guider_cfg).train()
-        return Stage3Model(talker, self.autoencoder)
+        return Stage3Model(talker, self.autoencoder, self.cfg.guider_lr_scale)
 
     def clip(self, row: dict[str, Any]) -> Clip:
         return Clip(np.stack([decode_square(b, self.size) for b in row["frames"]]), unpack(row["landmarks"]))
