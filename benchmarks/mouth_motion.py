@@ -66,7 +66,7 @@ def main() -> None:
         strip = [real[lo], real[hi]]
         for scale, pipe in pipes.items():
             ref = pipe.encode(real[0], FaceLandmarks(lms[0], transforms[0], np.zeros(52, np.float32)))
-            frames = pipe._render(ref, lms[:, :, :2], {}, list(range(len(lms))), None, 0.0, 0)
+            frames = pipe.render([ref] * len(lms), lms[:, :, :2])
             gen = measured(pipe, frames)
             strip += [frames[lo], frames[hi]]
             rows.append({

@@ -16,7 +16,7 @@ no edit, reconstructs the reference.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +32,7 @@ from fet.editing.edit import edit_semantic, parse_edits
 from fet.images import ImageError, load_image, to_tensor, to_uint8
 from fet.landmarks.align import DEFAULT_SCALE, crop_square, face_box
 from fet.landmarks.detector import FaceLandmarkDetector, FaceLandmarks, NoFaceError
+from fet.landmarks.face_mesh import NUM_LANDMARKS
 from fet.landmarks.head_mesh import animate, head_mesh
 from fet.landmarks.landmark_map import landmark_maps
 from fet.media.mp4 import Mp4Writer
@@ -171,7 +172,7 @@ class FaceEditTalkerPipeline:
     ) -> tuple[np.ndarray, ParsedEdits]:
         """The reference with edited attributes, in its own pose → ((S, S, 3) uint8, parsed edits)."""
         parsed = self.parse(edits, text)
-        frames = self._render(reference, reference.landmarks.points[None, :, :2], parsed.edits, [0], steps, 0.0, 0)
+        frames = self.render([reference], reference.landmarks.points[None, :, :2], [parsed.edits], steps=steps)
         return frames[0], parsed
 
     # -- motion ---------------------------------------------------------------------------------------------
@@ -190,31 +191,51 @@ class FaceEditTalkerPipeline:
 
     # -- rendering --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _render(
+    @torch.no_grad()
+    def render(
         self,
-        ref: Reference,
+        references: Sequence[Reference],
         points: np.ndarray,
-        edits: dict[str, float],
-        indices: list[int],
-        steps: int | None,
-        eta: float,
-        seed: int,
+        edits: Sequence[dict[str, float]] | None = None,
+        *,
+        indices: Sequence[int] | None = None,
+        steps: int | None = None,
+        eta: float = 0.0,
+        seed: int = 0,
     ) -> np.ndarray:
-        """Frames for landmarks (B, 478, 2) → (B, S, S, 3) uint8; ``indices`` seed each frame's noise."""
-        b, n = self.bundle, points.shape[0]
+        """One batch of frames: ``references[i]`` with landmarks ``points[i]`` (478, 2) in [0, 1] of its aligned
+        crop and attribute edits ``edits[i]`` ({attribute: α}, already validated) → (B, S, S, 3) uint8.
+
+        A reference's own landmarks give its (edited) photo; landmarks from ``motion`` or from another video
+        make it talk. References may differ within a batch (Serve batches several requests). ``indices``
+        pick each frame's noise when ``eta > 0``, so a frame does not depend on the batch it is in.
+        """
+        n, b = len(references), self.bundle
+        points = np.asarray(points, np.float32)
+        if n == 0 or points.shape != (n, NUM_LANDMARKS, 2):
+            raise ValueError(f"points: expected ({n}, {NUM_LANDMARKS}, 2) landmarks in [0, 1], one per reference, "
+                             f"got {points.shape}")  # fmt: skip
+        edits = [{}] * n if edits is None else list(edits)
+        if len(edits) != n:
+            raise ValueError(f"edits: expected one dict per reference ({n}), got {len(edits)}")
+        indices = list(range(n)) if indices is None else list(indices)
+        one = all(r is references[0] for r in references) and all(e == edits[0] for e in edits)
+        group = references[:1] if one else references  # one face and one edit: compute its codes once
+        features = [torch.cat(level) for level in zip(*[r.reference_features for r in group])]
         maps = landmark_maps(points, self.image_cfg.image_size).to(self.device)
-        guidance = b.talker.guidance(maps, ref.reference_features)
+        guidance = b.talker.guidance(maps, features)
         if self.cfg.landmark_scale != 1.0:
-            guidance = guidance.amplified(b.talker.guidance(ref.reference_map, ref.reference_features),
-                                          self.cfg.landmark_scale)  # fmt: skip
-        z = edit_semantic(ref.z_sem, b.classifier, edits, b.library).expand(n, -1)
-        x_T = ref.x_T.expand(n, -1, -1, -1)
+            own = b.talker.guidance(torch.cat([r.reference_map for r in group]), features)
+            guidance = guidance.amplified(own, self.cfg.landmark_scale)
+        z = torch.cat([edit_semantic(r.z_sem, b.classifier, e, b.library) for r, e in zip(group, edits)])
+        x_T = torch.cat([r.x_T for r in group])
+        if one:
+            z, x_T = z.expand(n, -1), x_T.expand(n, -1, -1, -1)
         gens = [frame_generator(seed, i) for i in indices] if eta > 0 else None
         latent = ddim_sample(
             b.talker.eps_fn(z, guidance), x_T, steps or self.cfg.steps, self.image_cfg, eta=eta, generators=gens
         )
-        images = b.codec.decode(latent).clamp(-1, 1)
-        return to_uint8(images)  # (B, S, S, 3)
+        return to_uint8(b.codec.decode(latent).clamp(-1, 1))  # (B, S, S, 3)
 
     def __call__(
         self,
@@ -254,7 +275,8 @@ class FaceEditTalkerPipeline:
         try:
             for start in range(0, T, bs):
                 idx = list(range(start, min(T, start + bs)))
-                frames = self._render(ref, points[idx], parsed.edits, idx, steps, eta, seed)
+                frames = self.render([ref] * len(idx), points[idx], [parsed.edits] * len(idx), indices=idx, steps=steps,
+                                     eta=eta, seed=seed)  # fmt: skip
                 if writer is not None:
                     writer.write(frames)
                 else:

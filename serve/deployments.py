@@ -18,10 +18,8 @@ import torch
 from ray import serve
 
 from fet.diffusion.ddim import ddim_sample
-from fet.editing.edit import edit_semantic
 from fet.editing.interpolate import lerp, slerp
 from fet.images import to_uint8
-from fet.landmarks.landmark_map import landmark_maps
 from fet.pipeline import FaceEditTalkerPipeline, Reference
 from fet.references import reference_from_bytes, reference_to_bytes
 from serve.options import AppOptions
@@ -93,18 +91,10 @@ class Renderer(_Models):
     async def render_frames(self, items: list[tuple[str, np.ndarray, dict[str, float]]]) -> list[np.ndarray]:
         return list(self._render(items))
 
-    @torch.no_grad()
-    def _render(self, items: list[tuple[str, np.ndarray, dict[str, float]]]) -> np.ndarray:
-        b, cfg = self.pipeline.bundle, self.pipeline.image_cfg
+    def _render(self, items: list[tuple[str, np.ndarray | None, dict[str, float]]]) -> np.ndarray:
         refs = [self.reference(ref_id) for ref_id, _, _ in items]
-        z = torch.cat([edit_semantic(r.z_sem, b.classifier, e, b.library) for r, (_, _, e) in zip(refs, items)])
-        x_T = torch.cat([r.x_T for r in refs])
-        features = [torch.cat(level) for level in zip(*[r.reference_features for r in refs])]
-        points = [r.landmarks.points[:, :2] if p is None else p for r, (_, p, _) in zip(refs, items)]
-        maps = landmark_maps(np.stack(points), cfg.image_size).to(self.pipeline.device)
-        eps = b.talker.eps_fn(z, b.talker.guidance(maps, features))
-        latent = ddim_sample(eps, x_T, self.pipeline.cfg.steps, cfg)
-        return to_uint8(b.codec.decode(latent).clamp(-1, 1))
+        points = np.stack([r.landmarks.points[:, :2] if p is None else p for r, (_, p, _) in zip(refs, items)])
+        return self.pipeline.render(refs, points, [e for _, _, e in items])
 
     @torch.no_grad()
     def interpolate(self, ref_a: str, ref_b: str, ts: list[float]) -> np.ndarray:

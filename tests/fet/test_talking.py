@@ -215,6 +215,31 @@ def test_landmark_scale_amplifies_only_how_frames_differ_from_the_reference(bund
         FaceEditTalkerPipeline.from_bundle(bundle, landmark_scale=0)
 
 
+def test_a_batch_of_different_faces_renders_as_each_face_alone(bundle):
+    """Serve batches frames of several requests: each frame must come out as if rendered on its own, with
+    its own face, pose, edit and the landmark_scale of the bundle."""
+    loaded = load_bundle(bundle)
+    torch.manual_seed(4)
+    for stage in loaded.talker.pose_guider.stages:
+        torch.nn.init.normal_(stage.out.weight, std=0.05)
+    torch.nn.init.normal_(loaded.talker.denoiser.out[-1].weight, std=0.05)
+    pipe = FaceEditTalkerPipeline(loaded, PipelineConfig(steps=4, landmark_scale=2.0))
+    (img_a, lms_a), (img_b, lms_b) = synthetic_face(SIZE, seed=5), synthetic_face(SIZE, seed=6)
+    a, b = pipe.encode(img_a, lms_a), pipe.encode(img_b, lms_b)
+    moved = lms_b.points[:, :2] + np.array([0.0, 0.03], np.float32)
+    batch = pipe.render([a, b, a], np.stack([lms_a.points[:, :2], moved, moved]), [{}, {"Smiling": 0.5}, {}])
+    alone = [pipe.render([a], lms_a.points[None, :, :2]), pipe.render([b], moved[None], [{"Smiling": 0.5}]),
+             pipe.render([a], moved[None])]  # fmt: skip
+    for got, want in zip(batch, alone):
+        assert np.abs(got.astype(int) - want[0].astype(int)).max() <= 1
+    assert np.abs(batch[0].astype(int) - batch[2].astype(int)).max() > 2  # the pose moved the face
+    np.testing.assert_array_equal(pipe.render([a], lms_a.points[None, :, :2])[0], pipe.edit(a)[0])
+    with pytest.raises(ValueError, match=r"points: expected \(2, 478, 2\)"):
+        pipe.render([a, b], lms_a.points[None, :, :2])
+    with pytest.raises(ValueError, match="edits: expected one dict per reference"):
+        pipe.render([a], lms_a.points[None, :, :2], [{}, {}])
+
+
 def test_bad_inputs_get_clear_errors_and_leave_no_file(pipe, tmp_path):
     image, lms = synthetic_face(SIZE)
     out = tmp_path / "never.mp4"

@@ -22,6 +22,7 @@ from tests.fet.talking_helpers import build_bundle, speech
 pytestmark = pytest.mark.timeout(600)
 KEY = "test-key-123"
 SIZE = 0  # the bundle's image size, set by the server fixture
+BUNDLE = ""  # its directory, set by the server fixture
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -40,7 +41,8 @@ def server(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serve")
     bundle = build_bundle(tmp)
-    global SIZE
+    global SIZE, BUNDLE
+    BUNDLE = bundle
     SIZE = json.loads((tmp / "bundle" / "denoiser.json").read_text())["config"]["image_size"]
     (tmp / "key").write_text(KEY)
     if ray.is_initialized():
@@ -95,6 +97,12 @@ def test_edit_returns_png_and_reused_reference_is_faster(server, face):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
     assert Image.open(io.BytesIO(r.content)).size == (SIZE, SIZE)  # the bundle's image size
     assert json.loads(r.headers["X-Edits"]) == {"Eyeglasses": 0.5}
+    from fet.pipeline import FaceEditTalkerPipeline  # Serve renders exactly what the library renders
+
+    pipe = FaceEditTalkerPipeline.from_bundle(BUNDLE)
+    want, _ = pipe.edit(pipe.encode(face), {"Eyeglasses": 0.5})
+    got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
+    assert np.abs(got - want.astype(int)).max() <= 1
     ref = r.headers["X-Reference-Id"]
     t = time.perf_counter()
     r2 = post(server, "/v1/edit", data={"reference_id": ref, "text": "make them smile"})
