@@ -15,8 +15,6 @@ import os
 import time
 from typing import Any
 
-import pyarrow as pa
-
 from fet.audio.features import AudioEncoder
 from fet.config import from_dict, to_dict
 from fet.data import shards
@@ -25,6 +23,7 @@ from fet.data.shard_preview import write_previews
 from fet.data.sources import SourceError, item_from_dict, item_to_dict
 from fet.storage import StorageError
 from ray_jobs.common import QUIET_ENV, fail, init_ray, load_job_config, parse_args
+from ray_jobs.shard_writer import write_batch
 
 
 class ProcessInputs:
@@ -57,12 +56,6 @@ class AddAudioFeatures:
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         return add_audio_features(row, self.encoder)
-
-
-def write_batch(batch: pa.Table, out: str, kind: str) -> dict[str, list]:
-    t = time.perf_counter()
-    summary = shards.write_shard(out, kind, batch.to_pylist())
-    return {k: [v] for k, v in summary.items()} | {"write_seconds": [time.perf_counter() - t]}
 
 
 def run(cfg: PreprocessConfig) -> dict[str, Any]:
