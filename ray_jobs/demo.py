@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=32, help="training resolution (the world is drawn at 64 px)")
     p.add_argument("--steps1", type=int, default=600)
     p.add_argument("--steps2", type=int, default=200)
-    p.add_argument("--steps-audio", type=int, default=200)
+    p.add_argument("--steps-audio", type=int, default=120)
     p.add_argument("--steps3", type=int, default=600)
     p.add_argument("--landmark-scale", type=float, default=2.0,
                    help="bundle default: how far the landmarks move the face (1: the talker as trained)")  # fmt: skip
