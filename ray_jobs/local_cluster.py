@@ -30,17 +30,30 @@ class LocalHead:
     env: dict[str, str]
 
     def stop(self) -> None:
+        """Stop every process of this head: those naming its temp dir or its GCS address (the Ray client
+        server), and all their descendants (the dashboard and runtime-env agents rename themselves and
+        would outlive the raylet as orphans)."""
         import psutil
 
-        procs = []
+        gcs_port = ":" + self.gcs.rsplit(":", 1)[1]
+        procs: dict[int, psutil.Process] = {}
         for p in psutil.process_iter(["cmdline"]):
             try:
-                if str(self.temp) in " ".join(p.info["cmdline"] or []):
-                    procs.append(p)
+                args = p.info["cmdline"] or []
+                if str(self.temp) in " ".join(args) or any(
+                    a.startswith("--address=") and a.endswith(gcs_port) for a in args
+                ):
+                    procs[p.pid] = p
+                    procs.update((c.pid, c) for c in p.children(recursive=True))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
+        procs.pop(os.getpid(), None)
+        procs = list(procs.values())
         for p in procs:
-            p.terminate()
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                continue
         _, alive = psutil.wait_procs(procs, timeout=15)
         for p in alive:
             p.kill()

@@ -31,9 +31,20 @@ def ray_head():
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         ray.shutdown()
+    import psutil
+
     from ray_jobs.local_cluster import start_head
 
+    before = set(psutil.pids())
     head = start_head(num_cpus=2)
     yield head.address, head.env
     head.stop()
     shutil.rmtree(head.temp, ignore_errors=True)
+    ours = {c.pid for c in psutil.Process().children(recursive=True)}
+    left = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.pid in before or p.pid in ours or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if "ray" in " ".join(p.info["cmdline"] or []):
+            left.append(" ".join(p.info["cmdline"])[:80])
+    assert not left, f"processes of the stopped Ray head still running: {left}"
