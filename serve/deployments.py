@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import OrderedDict
 from typing import Any
@@ -17,9 +18,7 @@ import numpy as np
 import torch
 from ray import serve
 
-from fet.diffusion.ddim import ddim_sample
 from fet.editing.interpolate import lerp, slerp
-from fet.images import to_uint8
 from fet.pipeline import FaceEditTalkerPipeline, Reference
 from fet.references import reference_from_bytes, reference_to_bytes
 from serve.options import AppOptions
@@ -99,12 +98,6 @@ class Renderer(_Models):
     @torch.no_grad()
     def interpolate(self, ref_a: str, ref_b: str, ts: list[float]) -> np.ndarray:
         """Faces between two references (lerp z_sem, slerp x_T), each in a's pose → (n, S, S, 3) uint8."""
-        a, b_ = self.reference(ref_a), self.reference(ref_b)
-        b, cfg = self.pipeline.bundle, self.pipeline.image_cfg
-        z = torch.cat([lerp(a.z_sem, b_.z_sem, t) for t in ts])
-        x_T = torch.cat([slerp(a.x_T, b_.x_T, t) for t in ts])
-        n = len(ts)
-        maps = a.reference_map.expand(n, -1, -1, -1)
-        features = [f.expand(n, -1, -1, -1) for f in a.reference_features]
-        latent = ddim_sample(b.talker.eps_fn(z, b.talker.guidance(maps, features)), x_T, self.pipeline.cfg.steps, cfg)
-        return to_uint8(b.codec.decode(latent).clamp(-1, 1))
+        a, b = self.reference(ref_a), self.reference(ref_b)
+        between = [dataclasses.replace(a, z_sem=lerp(a.z_sem, b.z_sem, t), x_T=slerp(a.x_T, b.x_T, t)) for t in ts]
+        return self.pipeline.render(between, np.repeat(a.landmarks.points[None, :, :2], len(ts), axis=0))

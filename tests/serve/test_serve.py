@@ -197,6 +197,11 @@ def test_python_client(server, face):
     assert Image.open(io.BytesIO(c.edit(ref, {"Eyeglasses": 0.4}))).size == (SIZE, SIZE)
     strip = Image.open(io.BytesIO(c.interpolate(ref, media("image/sadtalker_happy.png").read_bytes(), frames=3)))
     assert strip.size == (3 * SIZE, SIZE)
+    from fet.pipeline import FaceEditTalkerPipeline
+
+    pipe = FaceEditTalkerPipeline.from_bundle(BUNDLE)  # t = 0 is the first face itself
+    own = pipe.edit(pipe.encode(face))[0].astype(int)
+    assert np.abs(np.asarray(strip.convert("RGB"))[:, :SIZE].astype(int) - own).max() <= 1
     mp4 = c.generate(ref, wav_bytes(speech(1.0)), text="smile")
     with av.open(io.BytesIO(mp4)) as v:
         assert sum(1 for _ in v.decode(v.streams.video[0])) == 25
