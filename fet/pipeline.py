@@ -191,7 +191,6 @@ class FaceEditTalkerPipeline:
 
     # -- rendering --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    @torch.no_grad()
     def render(
         self,
         references: Sequence[Reference],

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-import torch
 from ray import serve
 
 from fet.editing.interpolate import lerp, slerp
@@ -95,7 +94,6 @@ class Renderer(_Models):
         points = np.stack([r.landmarks.points[:, :2] if p is None else p for r, (_, p, _) in zip(refs, items)])
         return self.pipeline.render(refs, points, [e for _, _, e in items])
 
-    @torch.no_grad()
     def interpolate(self, ref_a: str, ref_b: str, ts: list[float]) -> np.ndarray:
         """Faces between two references (lerp z_sem, slerp x_T), each in a's pose → (n, S, S, 3) uint8."""
         a, b = self.reference(ref_a), self.reference(ref_b)
