@@ -116,14 +116,14 @@ def talker_landmark_error(out: Path, shards: str, clips: int, every: int, steps:
             ref = to_model_range(frames[:1])
             ref_map = landmark_maps(lms[:1], size)
             z = ae.encode(ref)
-            x_T = ddim_invert(talker.eps_fn(z, talker.guidance(ref_map, ref_map)), ae.codec.encode(ref), steps,
+            x_T = ddim_invert(talker.denoise_fn(z, talker.guidance(ref_map, ref_map)), ae.codec.encode(ref), steps,
                               talker.cfg)  # fmt: skip
             maps = landmark_maps(lms[idx], size)
             k = len(idx)
             total += k
             still += [float(np.linalg.norm(lms[t][:, :2] - lms[0][:, :2], axis=-1).mean()) for t in idx]
-            eps = talker.eps_fn(z.expand(k, -1), talker.guidance(maps, ref_map.expand(k, -1, -1, -1)))
-            gen = ae.codec.decode(ddim_sample(eps, x_T.expand(k, -1, -1, -1), steps, talker.cfg))
+            fn = talker.denoise_fn(z.expand(k, -1), talker.guidance(maps, ref_map.expand(k, -1, -1, -1)))
+            gen = ae.codec.decode(ddim_sample(fn, x_T.expand(k, -1, -1, -1), steps, talker.cfg))
             for img, real, t in zip(to_uint8(gen), frames[idx], idx):
                 for pic, errs in ((img, gen_err), (real, real_err)):
                     found = det.detect(pic)

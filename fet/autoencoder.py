@@ -45,7 +45,7 @@ class DiffusionAutoencoder(nn.Module):
         check_image_batch(image, self.cfg.image_size)
         return self.codec.encode(image)
 
-    def eps_fn(self, z_sem: torch.Tensor):
+    def denoise_fn(self, z_sem: torch.Tensor):
         """The denoiser with z_sem bound: the contract of ``fet.diffusion.ddim``."""
         return lambda x, t: self.denoiser(x, t, z_sem)
 
@@ -54,7 +54,7 @@ class DiffusionAutoencoder(nn.Module):
         self, image: torch.Tensor, z_sem: torch.Tensor, steps: int = 50, callback: Callback | None = None
     ) -> torch.Tensor:
         """image (B, 3, H, W) + its z_sem → x_T (B, C, h, w) by deterministic DDIM inversion."""
-        return ddim_invert(self.eps_fn(z_sem), self.to_latent(image), steps, self.cfg, callback)
+        return ddim_invert(self.denoise_fn(z_sem), self.to_latent(image), steps, self.cfg, callback)
 
     # -- decoding ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -67,7 +67,7 @@ class DiffusionAutoencoder(nn.Module):
             raise ValueError(f"x_T: expected (B, {shape[0]}, {shape[1]}, {shape[2]}), got {tuple(x_T.shape)}")
         if z_sem.shape != (x_T.shape[0], self.cfg.z_dim):
             raise ValueError(f"z_sem: expected ({x_T.shape[0]}, {self.cfg.z_dim}), got {tuple(z_sem.shape)}")
-        latent = ddim_sample(self.eps_fn(z_sem), x_T, steps, self.cfg, callback)
+        latent = ddim_sample(self.denoise_fn(z_sem), x_T, steps, self.cfg, callback)
         return self.codec.decode(latent).clamp(-1, 1)
 
     decode = render

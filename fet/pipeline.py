@@ -155,7 +155,7 @@ class FaceEditTalkerPipeline:
         ref_feats = b.talker.pose_guider.encode_reference(ref_map)
         z = b.semantic_encoder(x)
         guidance = b.talker.guidance(ref_map, ref_feats)
-        x_T = ddim_invert(b.talker.eps_fn(z, guidance), b.codec.encode(x), steps or self.cfg.steps, self.image_cfg)
+        x_T = ddim_invert(b.talker.denoise_fn(z, guidance), b.codec.encode(x), steps or self.cfg.steps, self.image_cfg)
         mesh = head_mesh(landmarks.points, landmarks.transform)
         return Reference(x, landmarks, mesh, ref_map, ref_feats, z, x_T, notes)
 
@@ -232,7 +232,7 @@ class FaceEditTalkerPipeline:
             z, x_T = z.expand(n, -1), x_T.expand(n, -1, -1, -1)
         gens = [frame_generator(seed, i) for i in indices] if eta > 0 else None
         latent = ddim_sample(
-            b.talker.eps_fn(z, guidance), x_T, steps or self.cfg.steps, self.image_cfg, eta=eta, generators=gens
+            b.talker.denoise_fn(z, guidance), x_T, steps or self.cfg.steps, self.image_cfg, eta=eta, generators=gens
         )
         return to_uint8(b.codec.decode(latent).clamp(-1, 1))  # (B, S, S, 3)
 

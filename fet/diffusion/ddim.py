@@ -1,9 +1,10 @@
 """DDIM sampling and deterministic DDIM inversion (Song et al. 2021, Eq. 12 with η = 0; paper Eq. 3, 6).
 
-Both are plain functions over one denoiser contract, ``eps_fn(x_t, t) -> ε̂`` with ``t`` a (B,) tensor,
-so the stage-1 denoiser, the talker (with landmark features bound in) and tests all use the same code.
-The schedule (T = 1000 linear betas, DiffAE's) and the update rules are diffusers' ``DDIMScheduler``
-and ``DDIMInverseScheduler``; with ε̂ ≡ 0 the two are exact inverses of each other.
+Both are plain functions over one denoiser contract, ``denoise_fn(x_t, t) -> prediction`` with ``t`` a
+(B,) tensor and the prediction ε̂ or v̂ as ``cfg.prediction_type`` says, so the stage-1 denoiser, the
+talker (with landmark features bound in) and tests all use the same code. The schedule (T = 1000 linear
+betas, DiffAE's) and the update rules are diffusers' ``DDIMScheduler`` and ``DDIMInverseScheduler``; for
+an ε-model with ε̂ ≡ 0 the two are exact inverses of each other.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from fet.models.presets import ImageModelConfig
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, int, torch.Tensor], None]  # (step index, total steps, current x)
 
 
@@ -27,7 +28,7 @@ def scheduler_kwargs(cfg: ImageModelConfig) -> dict:
         beta_schedule="linear",
         clip_sample=False,
         set_alpha_to_one=True,
-        prediction_type="epsilon",
+        prediction_type=cfg.prediction_type,
     )
 
 
@@ -51,7 +52,7 @@ def per_sample_noise(shape: tuple[int, ...], generators: list[torch.Generator], 
 
 @torch.no_grad()
 def ddim_sample(
-    eps_fn: EpsFn,
+    denoise_fn: DenoiseFn,
     x_T: torch.Tensor,
     steps: int,
     cfg: ImageModelConfig,
@@ -68,9 +69,9 @@ def ddim_sample(
     scheduler.set_timesteps(steps, device=x_T.device)
     x = x_T
     for i, t in enumerate(scheduler.timesteps):
-        eps = eps_fn(x, t.expand(x.shape[0]))
+        prediction = denoise_fn(x, t.expand(x.shape[0]))
         noise = per_sample_noise(tuple(x.shape), generators, x.device, x.dtype) if eta > 0 else None
-        x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
+        x = scheduler.step(prediction, t, x, eta=eta, variance_noise=noise).prev_sample
         if callback is not None:
             callback(i, steps, x)
     return x
@@ -78,7 +79,7 @@ def ddim_sample(
 
 @torch.no_grad()
 def ddim_invert(
-    eps_fn: EpsFn, x_0: torch.Tensor, steps: int, cfg: ImageModelConfig, callback: Callback | None = None
+    denoise_fn: DenoiseFn, x_0: torch.Tensor, steps: int, cfg: ImageModelConfig, callback: Callback | None = None
 ) -> torch.Tensor:
     """x_0 (B, C, h, w) → the stochastic code x_T by running the η = 0 ODE forwards (DiffAE's encoder)."""
     _check_steps(steps, cfg)
@@ -86,8 +87,8 @@ def ddim_invert(
     scheduler.set_timesteps(steps, device=x_0.device)
     x = x_0
     for i, t in enumerate(scheduler.timesteps):
-        eps = eps_fn(x, t.expand(x.shape[0]))
-        x = scheduler.step(eps, t, x).prev_sample
+        prediction = denoise_fn(x, t.expand(x.shape[0]))
+        x = scheduler.step(prediction, t, x).prev_sample
         if callback is not None:
             callback(i, steps, x)
     return x

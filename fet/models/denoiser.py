@@ -1,7 +1,8 @@
-"""Conditional denoiser ε_θ(x_t, t, z_sem) (paper Eq. 3/7; DiffAE's conditional DDIM UNet).
+"""Conditional denoiser ε_θ(x_t, t, z_sem) (paper Eq. 3/7; DiffAE's conditional DDIM UNet); it predicts ε
+or v as ``cfg.prediction_type`` says (``fet.models.presets``).
 
 Res-blocks take the time as scale+shift and z_sem as a scale (``fet.models.blocks.ResBlock``); every
-residual branch and the output conv are zero-initialised, so a fresh model predicts ε = 0.
+residual branch and the output conv are zero-initialised, so a fresh model predicts 0.
 
 ``level_residuals`` is the hook the talker (paper Eq. 5–6) uses: one feature map per resolution level,
 ``(B, level_channels[i], level_resolutions[i], level_resolutions[i])``, added to the hidden state where
@@ -23,7 +24,7 @@ from fet.models.presets import ImageModelConfig
 
 
 class ConditionalDenoiser(nn.Module):
-    """UNet predicting the noise ε of ``x_t`` given timestep ``t`` and semantic code ``z_sem``."""
+    """UNet predicting the noise ε (or v) of ``x_t`` given timestep ``t`` and semantic code ``z_sem``."""
 
     def __init__(self, cfg: ImageModelConfig) -> None:
         super().__init__()

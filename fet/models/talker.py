@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fet.diffusion.ddim import EpsFn
+from fet.diffusion.ddim import DenoiseFn
 from fet.models.denoiser import ConditionalDenoiser
 from fet.models.pose_guider import PoseGuider, PoseGuiderConfig
 from fet.models.presets import ImageModelConfig
@@ -59,9 +59,9 @@ class TalkerDenoiser(nn.Module):
         landmark_map: torch.Tensor,
         reference_map: torch.Tensor,
     ) -> torch.Tensor:
-        """x (B, C, h, w), t (B,), z_sem (B, z_dim), maps (B, 3, H, W) → ε (B, C, h, w) (Eq. 6)."""
+        """x (B, C, h, w), t (B,), z_sem (B, z_dim), maps (B, 3, H, W) → ε or v (B, C, h, w) (Eq. 6)."""
         return self.denoiser(x, t, z_sem, self.pose_guider(landmark_map, reference_map))
 
-    def eps_fn(self, z_sem: torch.Tensor, guidance: Guidance) -> EpsFn:
+    def denoise_fn(self, z_sem: torch.Tensor, guidance: Guidance) -> DenoiseFn:
         """The ``fet.diffusion.ddim`` contract with z_sem and the landmark residuals bound."""
         return lambda x, t: self.denoiser(x, t, z_sem, guidance.residuals)

@@ -22,15 +22,23 @@ def diffusion_loss(
 ) -> torch.Tensor:
     """L_simple = E_{x_0, ε, t} ‖ε_θ(x_t, t, z_sem) − ε‖² (Eq. 7; Eq. 9 with landmark kwargs).
 
-    x_0: (B, C, h, w) clean latents; z_sem: (B, z_dim). t ~ U{0, …, T−1}, ε ~ N(0, I).
+    x_0: (B, C, h, w) clean latents; z_sem: (B, z_dim). t ~ U{0, …, T−1}, ε ~ N(0, I). When the
+    scheduler's ``prediction_type`` is ``v_prediction`` the target is v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 instead.
     """
     b = x_0.shape[0]
     T = scheduler.config.num_train_timesteps
     t = torch.randint(0, T, (b,), generator=generator, device="cpu").to(x_0.device)
     noise = torch.randn(x_0.shape, generator=generator, device="cpu", dtype=x_0.dtype).to(x_0.device)
     x_t = scheduler.add_noise(x_0, noise, t)
-    eps = denoiser(x_t, t, z_sem, **denoiser_kwargs)
-    return F.mse_loss(eps.float(), noise.float())
+    prediction = denoiser(x_t, t, z_sem, **denoiser_kwargs)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        target = noise
+    elif kind == "v_prediction":
+        target = scheduler.get_velocity(x_0, noise, t)
+    else:
+        raise ValueError(f"scheduler prediction_type={kind!r}: expected 'epsilon' or 'v_prediction'")
+    return F.mse_loss(prediction.float(), target.float())
 
 
 def attribute_bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
