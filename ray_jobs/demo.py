@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps3", type=int, default=600)
     p.add_argument("--landmark-scale", type=float, default=2.0,
                    help="bundle default: how far the landmarks move the face (1: the talker as trained)")  # fmt: skip
-    p.add_argument("--eval-clips", type=int, default=2, help="test clips the evaluation job generates and measures")
+    p.add_argument("--eval-clips", type=int, default=1, help="test clips the evaluation job generates and measures")
     p.add_argument("--keep-running", action="store_true", help="leave the Ray head and Serve running")
     args = p.parse_args(argv)
     out = args.out.resolve()
