@@ -69,6 +69,25 @@ def submit(head, *entrypoint: str, attempts: int = 30) -> None:
     raise RuntimeError(f"the Ray head at {head.address} did not accept jobs")
 
 
+# The HTTP requests: text, and the labels the face must have. Each edit goes to a face it changes: a hat on
+# a face with hair and no hat, black hair on a blond face. (At 32 px glasses are a few pixels; the demo's
+# edit directions do not draw them.)
+IMAGE_REQUEST = ("add a hat", {"Wearing_Hat": 0, "Bald": 0})
+VIDEO_REQUEST = ("black hair", {"Blond_Hair": 1})
+
+
+def held_out_face(out: Path, labels: dict[str, int]) -> Path:
+    """The first held-out SynthTalk face (by id) with these attribute labels (1 present, 0 absent)."""
+    from fet.editing.attributes import CELEBA_ATTRIBUTES
+
+    columns = {CELEBA_ATTRIBUTES.index(a): v for a, v in labels.items()}
+    rows = read_rows(str(out / "shards"), "images", "test", ["image_id", "split", "attributes"])
+    ids = sorted(r["image_id"] for r in rows if all(r["attributes"][c] == v for c, v in columns.items()))
+    if not ids:
+        raise RuntimeError(f"no held-out face with {labels} in {out / 'shards'}")
+    return out / "synthtalk/images" / f"{ids[0]}.png"
+
+
 def crop_scale(shards: str) -> float:
     """How loosely the training frames frame the face: frame side / landmark extent (median)."""
     ratios = []
@@ -186,16 +205,16 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(1)
         print(f"   serving on {url} (OpenAPI docs: {url}/docs)")
 
-        say(8, n, "HTTP: an edited image and an edited talking video of a held-out face", t0)
-        face = sorted((out / "synthtalk/images/test").glob("*.png"))[0].read_bytes()
+        image_face, video_face = held_out_face(out, IMAGE_REQUEST[1]), held_out_face(out, VIDEO_REQUEST[1])
+        say(8, n, f"HTTP: {IMAGE_REQUEST[0]!r} on face {image_face.stem} (PNG), {VIDEO_REQUEST[0]!r} on face "
+                  f"{video_face.stem} talking (mp4)", t0)  # fmt: skip
         clip = next(read_rows(str(out / "shards"), "clips", "test", ["clip_id", "split", "audio"]))
         speech = unpack(clip["audio"])
         t = time.time()
-        ref = client.encode(face)
-        (out / "edited.png").write_bytes(client.edit(ref, text="add glasses"))
+        (out / "edited.png").write_bytes(client.edit(client.encode(image_face.read_bytes()), text=IMAGE_REQUEST[0]))
         timings["http_edit"] = time.time() - t
         t = time.time()
-        video = client.generate(ref, wav_bytes(speech), text="blond hair")
+        video = client.generate(client.encode(video_face.read_bytes()), wav_bytes(speech), text=VIDEO_REQUEST[0])
         timings["http_generate"] = time.time() - t
         (out / "talking.mp4").write_bytes(video)
         frames, audio = read_video(video)
@@ -229,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
             "metrics": {s: r["metrics"] for s, r in runs.items()},
             "evaluation": json.loads((out / "eval/results.json").read_text())["metrics"],
             "mlflow_runs": {s: r["mlflow_run_id"] for s, r in runs.items()},
+            "requests": {"edited.png": {"face": image_face.stem, "text": IMAGE_REQUEST[0]},
+                         "talking.mp4": {"face": video_face.stem, "text": VIDEO_REQUEST[0]}},
             "video": {"frames": len(frames), "seconds": len(audio) / 16000,
                       "frames_with_face": len(found),
                       "mouth_audio_sync": None if sync is None or not np.isfinite(sync.correlation)
