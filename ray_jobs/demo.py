@@ -70,10 +70,10 @@ def submit(head, *entrypoint: str, attempts: int = 30) -> None:
 
 
 # The HTTP requests: text, and the labels the face must have. Each edit goes to a face it changes: a hat on
-# a face with hair and no hat, black hair on a blond face. (At 32 px glasses are a few pixels; the demo's
-# edit directions do not draw them.)
+# a face with hair and no hat, black hair ("very": α × 1.5) on a blond face. (At 32 px glasses are a few
+# pixels; the demo's edit directions do not draw them.)
 IMAGE_REQUEST = ("add a hat", {"Wearing_Hat": 0, "Bald": 0})
-VIDEO_REQUEST = ("black hair", {"Blond_Hair": 1})
+VIDEO_REQUEST = ("very black hair", {"Blond_Hair": 1, "No_Beard": 1, "Eyeglasses": 0})  # the mouth in view
 
 
 def held_out_face(out: Path, labels: dict[str, int]) -> Path:
