@@ -83,7 +83,9 @@ def test_stage2_task_learns_attributes(stage1_dir, synthtalk_shards, tmp_path):
     assert 0.5 < rep.metrics["val_auroc_mean"] <= 1.0
     assert Image.open(io.BytesIO(rep.images["edits.png"])).size[0] >= 2 * 32
     task.export(model.exported, str(tmp_path))
-    assert json.loads((tmp_path / "attribute_library.json").read_text())["max_abs_alpha"] == 1.0
+    library = json.loads((tmp_path / "attribute_library.json").read_text())  # the tiny config's α calibration
+    assert (library["default_alpha"], library["max_abs_alpha"]) == (task.cfg.default_alpha, task.cfg.max_abs_alpha)
+    assert (task.cfg.default_alpha, task.cfg.max_abs_alpha) == (1.0, 2.0)
 
 
 def test_audio_task_uses_precomputed_features_and_learns(synthtalk_shards, tmp_path):
