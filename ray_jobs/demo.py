@@ -26,6 +26,7 @@ from PIL import Image
 from fet.audio.load import wav_bytes
 from fet.data.shards import read_rows, unpack
 from fet.data.synthtalk.__main__ import generate
+from fet.editing.attributes import CELEBA_ATTRIBUTES
 from fet.images import image_grid
 from fet.media.mp4 import encode_mp4
 from fet.metrics.sync import landmark_audio_sync
@@ -78,8 +79,6 @@ VIDEO_REQUEST = ("very black hair", {"Blond_Hair": 1, "No_Beard": 1, "Eyeglasses
 
 def held_out_face(out: Path, labels: dict[str, int]) -> Path:
     """The first held-out SynthTalk face (by id) with these attribute labels (1 present, 0 absent)."""
-    from fet.editing.attributes import CELEBA_ATTRIBUTES
-
     columns = {CELEBA_ATTRIBUTES.index(a): v for a, v in labels.items()}
     rows = read_rows(str(out / "shards"), "images", "test", ["image_id", "split", "attributes"])
     ids = sorted(r["image_id"] for r in rows if all(r["attributes"][c] == v for c, v in columns.items()))

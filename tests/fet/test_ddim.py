@@ -24,8 +24,8 @@ def oracle(x0: torch.Tensor, cfg):
 def test_sampling_and_the_loss_follow_the_prediction_type(kind):
     """With the exact prediction, each DDIM step moves x_t to √ᾱ_prev·x_0 + √(1−ᾱ_prev)·ε and sampling lands
     on the clean image; the training loss of that prediction is zero. Read as the other kind, the first
-    step goes elsewhere and the loss is not zero. (The last step is checked via the first: an oracle that
-    knows x_0 pulls any x_t near t = 0 back onto it.)"""
+    step goes elsewhere and the loss is not zero. (Only the first step tells the two readings apart: an
+    oracle that knows x_0 pulls any x_t near t = 0 back onto it.)"""
     cfg, other = (
         tiny_config(prediction_type=kind),
         tiny_config(prediction_type=({"epsilon", "v_prediction"} - {kind}).pop()),
