@@ -35,6 +35,11 @@ class DiffusionAutoencoder(nn.Module):
         self.encoder = SemanticEncoder(cfg)
         self.denoiser = ConditionalDenoiser(cfg)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the denoiser lives: inputs from anywhere are moved here, results stay here."""
+        return self.denoiser.conv_in.weight.device
+
     # -- encoding ---------------------------------------------------------------------------------
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, 3, H, W) in [-1, 1] → z_sem (B, z_dim)."""
@@ -43,7 +48,7 @@ class DiffusionAutoencoder(nn.Module):
 
     def to_latent(self, image: torch.Tensor) -> torch.Tensor:
         check_image_batch(image, self.cfg.image_size)
-        return self.codec.encode(image)
+        return self.codec.encode(image.to(self.device))
 
     def denoise_fn(self, z_sem: torch.Tensor):
         """The denoiser with z_sem bound: the contract of ``fet.diffusion.ddim``."""
@@ -67,7 +72,7 @@ class DiffusionAutoencoder(nn.Module):
             raise ValueError(f"x_T: expected (B, {shape[0]}, {shape[1]}, {shape[2]}), got {tuple(x_T.shape)}")
         if z_sem.shape != (x_T.shape[0], self.cfg.z_dim):
             raise ValueError(f"z_sem: expected ({x_T.shape[0]}, {self.cfg.z_dim}), got {tuple(z_sem.shape)}")
-        latent = ddim_sample(self.denoise_fn(z_sem), x_T, steps, self.cfg, callback)
+        latent = ddim_sample(self.denoise_fn(z_sem), x_T.to(self.device), steps, self.cfg, callback)
         return self.codec.decode(latent).clamp(-1, 1)
 
     decode = render

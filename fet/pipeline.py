@@ -183,8 +183,9 @@ class FaceEditTalkerPipeline:
         T = num_frames(audio.size, self.cfg.fps)
         feats = b.audio_encoder(audio, T).to(self.device)  # (T, D)
         mesh = torch.from_numpy(reference.mesh[:468]).float().to(self.device)
-        offsets = b.audio2mesh.generate(feats, mesh).cpu().numpy()  # (T, 468, 3)
-        poses = b.audio2pose.generate(feats, self.cfg.pose_style if pose_style is None else pose_style).cpu().numpy()
+        offsets = b.audio2mesh.generate(feats, mesh).float().cpu().numpy()  # (T, 468, 3)
+        style = self.cfg.pose_style if pose_style is None else pose_style
+        poses = b.audio2pose.generate(feats, style).float().cpu().numpy()  # (T, 6)
         if self.cfg.hold_first_frame:
             offsets[0], poses[0] = 0.0, 0.0
         return animate(reference.mesh, offsets, poses, reference.landmarks.transform)

@@ -137,7 +137,7 @@ def train_loop(config: dict[str, Any]) -> None:
     logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
 
     task = build_task(job)
-    task.to(device)
+    task.to(device, dtype)
     torch.manual_seed(job.seed)  # identical initial weights on every rank
     model: StageModel = task.build().to(device)
     batches = EpochBatches(task, _rows_source(job), job.batch_size, job.seed, rank, job.data.cache)

@@ -128,7 +128,10 @@ def _deterministic():
 @pytest.fixture(scope="session")
 def synthtalk_shards(tmp_path_factory) -> str:
     """Preprocessed SynthTalk at 32 px: 160 labelled faces and 10 two-second clips (7 train, 1 val,
-    2 test), written by the serial preprocessing runner — the shards every trainer reads."""
+    2 test), written by the serial preprocessing runner — the shards every trainer reads.
+    ``FET_TEST_SYNTHTALK_SHARDS`` names shards this fixture wrote before (to test where FFmpeg is missing)."""
+    if os.environ.get("FET_TEST_SYNTHTALK_SHARDS"):
+        return os.environ["FET_TEST_SYNTHTALK_SHARDS"]
     from fet.config import load_config
     from fet.data.preprocess import PreprocessConfig, run_serial
     from fet.data.sources import SourceConfig

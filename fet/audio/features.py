@@ -76,14 +76,15 @@ class MelEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio (N,) → features (M, n_mels), centre times (M,) in seconds."""
+        """audio (N,) → features (M, n_mels) on the CPU, centre times (M,) in seconds."""
+        audio = audio.to(self.window.device)  # computed where the module lives (a GPU replica's, say)
         spec = torch.stft(
             audio, self.n_fft, self.hop, self.win, self.window, center=True, return_complex=True
         ).abs()  # (F, M)
         mel = torch.log(torch.clamp(spec.pow(2).T @ self.filters, min=1e-10))  # (M, n_mels)
         mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-5) if mel.shape[0] > 1 else mel - mel.mean(0)
         times = torch.arange(mel.shape[0], dtype=torch.float64) * self.hop / SAMPLE_RATE
-        return mel, times
+        return mel.cpu(), times
 
 
 class Wav2Vec2Encoder(nn.Module):

@@ -10,7 +10,6 @@ import os
 import wave
 from pathlib import Path
 
-import av
 import numpy as np
 
 from fet import storage
@@ -46,6 +45,8 @@ def load_audio(
     stream, and audio longer than ``max_seconds`` (checked while decoding, so a huge file is not
     decoded in full before being refused).
     """
+    import av  # FFmpeg loads with the first decode, not with every module that imports this one
+
     src, label = _source(audio, name)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     chunks: list[np.ndarray] = []

@@ -42,7 +42,7 @@ class AttributeClassifier(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z_sem (B, z_dim) → logits (B, 40)."""
-        return self.linear(self.normalize(z))
+        return self.linear(self.normalize(z.to(self.linear.weight)))
 
     def direction(self, attribute: str) -> torch.Tensor:
         """Unit vector (z_dim,) in normalised space along which the attribute's logit grows."""

@@ -14,7 +14,6 @@ import tempfile
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from fet import storage
@@ -41,6 +40,8 @@ class Mp4Writer:
         self.uri, self.width, self.height, self.fps = str(uri), width, height, fps
         fd, self._tmp = tempfile.mkstemp(suffix=".mp4")
         os.close(fd)
+        import av  # FFmpeg loads with the first writer, not with every module that imports this one
+
         self._out = av.open(self._tmp, "w", format="mp4")
         self._video = self._out.add_stream("libx264", rate=fps)
         self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
@@ -59,6 +60,8 @@ class Mp4Writer:
             raise ValueError(
                 f"frames: expected (T, {self.height}, {self.width}, 3) uint8, got {frames.dtype} {frames.shape}"
             )
+        import av
+
         for f in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
             frame.pts = self.frames_written
@@ -72,6 +75,8 @@ class Mp4Writer:
         self._audio = np.clip(np.asarray(audio, np.float32).reshape(-1), -1, 1)
 
     def _finish(self) -> None:
+        import av
+
         self._out.mux(self._video.encode())
         if self._audio_stream is not None:
             if self._audio is None:

@@ -48,7 +48,8 @@ class Audio2Mesh(nn.Module):
     @torch.no_grad()
     def generate(self, features: torch.Tensor, reference_mesh: torch.Tensor) -> torch.Tensor:
         """Any length: features (T, D), reference_mesh (468, 3) → (T, 468, 3), windowed."""
-        ref = reference_mesh[None]
+        weight = self.head.weight  # inputs move to the weights' device and precision; the result stays there
+        features, ref = features.to(weight), reference_mesh.to(weight)[None]
         return run_windowed(lambda f: self(f, ref), features, self.cfg.window, self.cfg.overlap)
 
 

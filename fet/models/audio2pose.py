@@ -55,6 +55,7 @@ class Audio2Pose(nn.Module):
     def generate(self, features: torch.Tensor, style: int = 0, anchor_first: bool = True) -> torch.Tensor:
         """features (T, D) → (T, 6) smoothed poses; ``anchor_first`` makes frame 0 the reference pose."""
         self.check_style(style)
+        features = features.to(next(self.parameters()))  # to the weights' device and precision
         s = torch.tensor([style], device=features.device)
         pose = run_windowed(lambda f: self(f, s), features, self.cfg.window, self.cfg.overlap)
         pose = smooth_pose(pose, self.cfg.smoothing_sigma)

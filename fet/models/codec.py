@@ -55,11 +55,13 @@ class AutoencoderKLCodec(nn.Module):
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(image.to(self.vae.dtype)).latent_dist.mean * self.scale  # (B, 4, H/8, W/8)
+        image = image.to(device=self.vae.device, dtype=self.vae.dtype)
+        return self.vae.encode(image).latent_dist.mean * self.scale  # (B, 4, H/8, W/8)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latent.to(self.vae.dtype) / self.scale).sample.clamp(-1, 1)  # (B, 3, H, W)
+        latent = latent.to(device=self.vae.device, dtype=self.vae.dtype)
+        return self.vae.decode(latent / self.scale).sample.clamp(-1, 1)  # (B, 3, H, W)
 
 
 def build_codec(cfg: ImageModelConfig) -> nn.Module:

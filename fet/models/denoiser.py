@@ -98,6 +98,11 @@ class ConditionalDenoiser(nn.Module):
         n_levels = len(self.level_channels)
         if level_residuals is not None and len(level_residuals) != n_levels:
             raise ValueError(f"level_residuals: expected {n_levels} feature maps, got {len(level_residuals)}")
+        # inputs follow the weights' device and precision (a frozen fp32 encoder feeding a bf16 model,
+        # CPU tensors of a held-out report feeding a GPU model)
+        x = x.to(self.conv_in.weight)
+        z_sem = z_sem.to(x)
+        t = t.to(x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         emb = self.time_embed(self.time_features(t).to(x.dtype))  # (B, 4·C0)
 
@@ -106,7 +111,7 @@ class ConditionalDenoiser(nn.Module):
         block = 0
         for i in range(n_levels):
             if level_residuals is not None:
-                h = h + level_residuals[i]
+                h = h + level_residuals[i].to(h)
                 skips[-1] = h
             for _ in range(cfg.num_res_blocks):
                 h = self.down_attns[block](self.down_blocks[block](h, emb, z_sem))

@@ -86,7 +86,7 @@ class PoseGuider(nn.Module):
 
     def encode_reference(self, reference_map: torch.Tensor) -> list[torch.Tensor]:
         """Reference map (R, 3, H, W) in [0, 1] → per-stage features (R, C_i, h_i, w_i); R = 1 or B."""
-        feats, h = [], self.stem(reference_map)
+        feats, h = [], self.stem(reference_map.to(self.stem[0].weight))
         for stage in self.stages:
             h = stage.features(h)
             feats.append(h)
@@ -95,7 +95,7 @@ class PoseGuider(nn.Module):
     def forward(self, landmark_map: torch.Tensor, reference: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
         """landmark_map (B, 3, H, W); reference map or its ``encode_reference`` features → residuals."""
         ref = self.encode_reference(reference) if isinstance(reference, torch.Tensor) else reference
-        out, h = [], self.stem(landmark_map)
+        out, h = [], self.stem(landmark_map.to(self.stem[0].weight))  # to the weights' device and precision
         for stage, r in zip(self.stages, ref):
             h = stage.features(h)
             out.append(stage.out(stage.attend(h, r)))  # (B, C_i, h_i, w_i)

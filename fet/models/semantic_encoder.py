@@ -43,6 +43,7 @@ class SemanticEncoder(nn.Module):
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        image = image.to(self.conv_in.weight)  # any device/precision in; computes in the weights' own
         h = self.conv_in(image)  # (B, C0, H, W)
         for layer in self.layers:
             h = layer(h)

@@ -46,7 +46,7 @@ class TemporalBackbone(nn.Module):
         h = h + self.conv(h.transpose(1, 2)).transpose(1, 2)
         if condition is not None:
             h = h + condition[:, None, :]
-        h = h + sinusoidal_positions(h.shape[1], h.shape[2], h.device)
+        h = h + sinusoidal_positions(h.shape[1], h.shape[2], h.device).to(h.dtype)
         return self.norm(self.transformer(h))  # (B, T, H)
 
 

@@ -47,7 +47,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 @torch.no_grad()
 def reconstruction_report(model: DiffusionAutoencoder, images: torch.Tensor, steps: int) -> tuple[float, torch.Tensor]:
     """PSNR (dB) of encode → invert → render on ``images``, and the reconstructions."""
-    rec = model.reconstruct(images, steps)
+    rec = model.reconstruct(images, steps).float().cpu()
     return psnr(rec, images), rec
 
 

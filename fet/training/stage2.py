@@ -67,7 +67,7 @@ def fit_classifier(
 def classifier_aurocs(clf: AttributeClassifier, z: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Per trained attribute, AUROC on (z, labels) where labels are known and both classes occur."""
     with torch.no_grad():
-        scores = clf(z).numpy()
+        scores = clf(z).float().cpu().numpy()
     out = {}
     for i, name in enumerate(CELEBA_ATTRIBUTES):
         known = labels[:, i].numpy() >= 0

@@ -109,11 +109,10 @@ def talker_samples(
     ref_map, tgt_map = landmark_maps(data.landmarks[ref], size), landmark_maps(data.landmarks[tgt], size)
     z = autoencoder.encoder(ref_img)
     x_T = ddim_invert(
-        talker.denoise_fn(z, talker.guidance(ref_map, ref_map)), autoencoder.codec.encode(ref_img), steps, talker.cfg
+        talker.denoise_fn(z, talker.guidance(ref_map, ref_map)), autoencoder.to_latent(ref_img), steps, talker.cfg
     )
-    gen = autoencoder.codec.decode(
-        ddim_sample(talker.denoise_fn(z, talker.guidance(tgt_map, ref_map)), x_T, steps, talker.cfg)
-    )
+    latent = ddim_sample(talker.denoise_fn(z, talker.guidance(tgt_map, ref_map)), x_T, steps, talker.cfg)
+    gen = autoencoder.codec.decode(latent).float().cpu()
     grid = torch.cat([ref_img, tgt_img, gen.clamp(-1, 1), tgt_map * 2 - 1])
     return grid, psnr(gen, tgt_img)
 

@@ -64,7 +64,7 @@ def evaluate_motion(audio2mesh: Audio2Mesh, clips: list[MotionClip]) -> float:
     errs = []
     for c in clips:
         ref, off, _ = motion_targets(c, 0)
-        pred = audio2mesh.generate(c.features, torch.from_numpy(ref).float())
+        pred = audio2mesh.generate(c.features, torch.from_numpy(ref).float()).float().cpu()
         errs.append((pred - torch.from_numpy(off).float()).abs().mean().item())
     return float(np.mean(errs))
 
@@ -75,8 +75,8 @@ def motion_preview(
 ) -> bytes:
     """PNG: ground-truth landmark maps (top) and predicted ones (bottom) at n frames of a clip."""
     ref, off, pose = motion_targets(clip, 0)
-    pred_off = audio2mesh.generate(clip.features, torch.from_numpy(ref).float()).numpy()
-    pred_pose = audio2pose.generate(clip.features, clip.style).numpy()
+    pred_off = audio2mesh.generate(clip.features, torch.from_numpy(ref).float()).float().cpu().numpy()
+    pred_pose = audio2pose.generate(clip.features, clip.style).float().cpu().numpy()
     idx = np.linspace(0, len(off) - 1, n).round().astype(int)
     gt = animate(clip.meshes[0], off[idx], pose[idx], clip.transform[0])
     pr = animate(clip.meshes[0], pred_off[idx], pred_pose[idx], clip.transform[0])

@@ -5,6 +5,7 @@ DeepSpeed config the Ray loop relies on."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 
@@ -122,6 +123,41 @@ def test_stage3_task_pairs_frames_of_one_clip(stage1_dir, synthtalk_shards, tmp_
     assert np.isfinite(rep.metrics["val_target_psnr_db"]) and "samples_stage3.png" in rep.images
     task.export(model.exported, str(tmp_path))
     assert (tmp_path / "pose_guider.safetensors").exists()
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+SPLITS = {"stage1": "images", "stage2": "images", "audio": "clips", "stage3": "clips"}
+HEADLINE = {"stage1": "val_reconstruction_psnr_db", "stage2": "val_auroc_mean", "audio": "val_mesh_l1_cm",
+            "stage3": "val_target_psnr_db"}  # fmt: skip
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("stage", list(SPLITS))
+def test_each_task_steps_in_bf16_and_reports_as_the_gpu_loop_runs_it(stage, device, stage1_dir, synthtalk_shards):
+    """What ``ray_jobs/train_loop.py`` does with ``precision: bf16``: the frozen modules go to the device in the
+    training precision (``task.to``), DeepSpeed casts only the trained model to bf16, batches are cast to bf16;
+    the held-out report then runs on the fp32 EMA copy, on the device, with rows decoded on the CPU."""
+    dev = torch.device(device)
+    extra = [f"task.autoencoder={stage1_dir}", "task.eval_steps=2"] if stage in ("stage2", "stage3") else []
+    task = build_task(job(stage, synthtalk_shards, *extra))
+    task.to(dev, torch.bfloat16)
+    rows = list(read_rows(synthtalk_shards, SPLITS[stage], "train", task.columns))[:16]
+    torch.manual_seed(0)
+    model = task.build().to(dev)
+    examples = task.examples(rows)
+    task.prepare(model, examples)
+    ema = copy.deepcopy(model.exported)  # fp32, as the loop's EMA shadow
+    model.to(torch.bfloat16)  # what deepspeed.initialize does with bf16 enabled
+    batch = {k: v.to(dev, torch.bfloat16) if v.is_floating_point() else v.to(dev)
+             for k, v in task.collate(examples[:4], np.random.default_rng(0)).items()}  # fmt: skip
+    loss, _ = model(batch, step_generator(0, 0, 0))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert torch.isfinite(loss) and all(g is not None and torch.isfinite(g.float()).all() for g in grads)
+    assert sum(float(g.float().abs().sum()) for g in grads) > 0
+    report = task.report(ema, list(read_rows(synthtalk_shards, SPLITS[stage], "val", task.columns))[:12])
+    assert np.isfinite(report.metrics[HEADLINE[stage]]), report.metrics
+    assert report.images
 
 
 class Counting:

@@ -93,7 +93,7 @@ class AudioTask(TrainingTask[AudioSection]):
         corrs = []
         for c in clips:
             ref, off, _ = motion_targets(c, 0)
-            pred = a2m.generate(c.features, torch.from_numpy(ref).float()).numpy()
+            pred = a2m.generate(c.features, torch.from_numpy(ref).float()).float().cpu().numpy()
             corrs.append(mouth_correlation(ref, pred, off))
         metrics = {
             "val_mesh_l1_cm": evaluate_motion(a2m, clips),

@@ -69,8 +69,9 @@ class TrainingTask(ABC, Generic[S]):
     def collate(self, examples: list[Any], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Examples → a batch (random choices, e.g. frame pairs, come from ``rng``)."""
 
-    def to(self, device: torch.device) -> None:
-        """Move the task's frozen modules (e.g. the stage-1 encoder) to the training device."""
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> None:
+        """Move the task's frozen modules (e.g. the stage-1 encoder) to the training device; ``dtype`` is the
+        training precision (bf16 on GPUs), which DeepSpeed gives the trained model but not these."""
 
     def prepare(self, model: StageModel, examples: list[Any]) -> None:
         """Called once with this rank's examples before training (e.g. statistics over the data)."""

@@ -62,8 +62,8 @@ class Stage2Task(TrainingTask[Stage2Section]):
         super().__init__(job)
         self.autoencoder = DiffusionAutoencoder.load(self.cfg.autoencoder).requires_grad_(False)
 
-    def to(self, device: torch.device) -> None:
-        self.autoencoder.to(device)
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> None:
+        self.autoencoder.to(device)  # fp32 whatever the precision: it encodes each face once, not per step
 
     def build(self) -> Stage2Model:
         return Stage2Model(self.autoencoder.cfg.z_dim)
@@ -74,7 +74,7 @@ class Stage2Task(TrainingTask[Stage2Section]):
         for i in range(0, len(rows), self.cfg.encode_batch):
             chunk = np.stack([decode_square(r["image"], size) for r in rows[i : i + self.cfg.encode_batch]])
             out.append(self.autoencoder.encode(to_model_range(chunk)))
-        return torch.cat(out) if out else torch.zeros(0, self.autoencoder.cfg.z_dim)
+        return torch.cat(out).float().cpu() if out else torch.zeros(0, self.autoencoder.cfg.z_dim)
 
     def examples(self, rows: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         z = self._encode(rows)

@@ -76,8 +76,12 @@ class Stage3Task(TrainingTask[Stage3Section]):
         self.guider_cfg = from_dict(PoseGuiderConfig, self.cfg.guider, where="task.guider")
         self.size = self.autoencoder.cfg.image_size
 
-    def to(self, device: torch.device) -> None:
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> None:
         self.autoencoder.to(device)
+        if dtype is not None:  # E_sem and the codec run every step: in the training precision. The stage-1
+            # denoiser stays fp32: it is only the talker's initial weights.
+            self.autoencoder.encoder.to(dtype)
+            self.autoencoder.codec.to(dtype)
 
     def build(self) -> Stage3Model:
         talker = TalkerDenoiser.from_stage1(self.autoencoder.denoiser, self.guider_cfg).train()
