@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.sd_vae import random_sd_vae
 from fet.audio.features import AudioEncoderConfig
 from fet.autoencoder import DiffusionAutoencoder
 from fet.bundle import export_bundle, save_audio_models, save_talker
@@ -35,16 +36,6 @@ from fet.models.pose_guider import PoseGuiderConfig
 from fet.models.presets import preset
 from fet.models.talker import TalkerDenoiser
 from fet.pipeline import FaceEditTalkerPipeline
-
-
-def random_sd_vae(path: Path) -> str:
-    from diffusers import AutoencoderKL
-
-    AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
-    ).save_pretrained(path)  # fmt: skip
-    return str(path)
 
 
 def main() -> None:

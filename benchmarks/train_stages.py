@@ -34,9 +34,9 @@ from fet.data.shards import read_rows, unpack
 from fet.data.sources import SourceConfig
 from fet.data.synthtalk.__main__ import generate
 from fet.diffusion.ddim import ddim_invert, ddim_sample
-from fet.editing.attributes import ATTRIBUTE_INDEX, AttributeLibrary
+from fet.editing.attributes import ATTRIBUTE_INDEX
 from fet.editing.edit import edit_semantic
-from fet.editor import load_attribute_classifier
+from fet.editor import load_attribute_classifier, load_attribute_library
 from fet.images import to_uint8
 from fet.landmarks.detector import FaceLandmarkDetector
 from fet.landmarks.landmark_map import landmark_maps
@@ -77,7 +77,7 @@ def image_metrics(out: Path, shards: str, n: int, steps: int) -> dict:
     rec = ae.render(x_T, z, steps)
     aucs = classifier_aurocs(clf, z, labels)
     good = [a for a, v in aucs.items() if v >= 0.9]
-    library = AttributeLibrary()
+    library = load_attribute_library(str(out / "stage2"))  # the edit strength stage 2 exported
     tried = flipped = 0
     for attr in [a for a in EDIT_TARGETS if a in good]:
         i = ATTRIBUTE_INDEX[attr]
