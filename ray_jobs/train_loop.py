@@ -158,6 +158,7 @@ def train_loop(config: dict[str, Any]) -> None:
     )
     accumulation = engine.gradient_accumulation_steps()
     state = _restore(engine, ema)
+    ema.updates = state.step  # the EMA warm-up continues where it stopped
     if state.resumed_from and logger:
         logger.tag("fet.resumed_from", ",".join(map(str, state.resumed_from)))
         print(f"[{job.name}] resumed at step {state.step}/{job.steps} (epoch {state.epoch}, batch {state.batch})")
