@@ -158,7 +158,7 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=40)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--steps1", type=int, default=1500)
-    p.add_argument("--steps2", type=int, default=1000)
+    p.add_argument("--steps2", type=int, default=400)
     p.add_argument("--steps-audio", type=int, default=600)
     p.add_argument("--steps3", type=int, default=800)
     p.add_argument("--throughput-steps", type=int, default=30)
