@@ -7,10 +7,11 @@ The model is built by ``Stage3Task.build`` from ``configs/train/ray/stage3_<pres
 optimizer groups and DeepSpeed JSON, here on one process: ZeRO-2, bf16 on a GPU), around a stage-1
 autoencoder of the preset with random weights; the paper preset's SD-VAE is a random ``AutoencoderKL``
 with the SD-VAE layout unless ``--codec-path`` names one (the same shapes and cost). A batch holds random
-target and reference frames and landmark maps of the preset's size (values do not change the cost). One
-step is what ``ray_jobs/train_loop.py`` does per batch: the frozen E_sem and SD-VAE encoder forward, the
-talker denoiser + PoseGuider forward and backward under bf16 autocast, and the optimizer step with
-gradient clipping.
+target latents, reference z_sem and landmark maps of the preset's size (values do not change the cost). One
+step is what ``ray_jobs/train_loop.py`` does per batch: the talker denoiser + PoseGuider forward and
+backward under bf16 autocast, and the optimizer step with gradient clipping. The frozen E_sem and codec
+encode each training frame once, when its clip is decoded (``Stage3Task.encode``); ``--frozen-in-step``
+times the step with their forward inside it instead, on target and reference frames.
 
 FLOPs per step are counted once by ``torch.utils.flop_counter`` (convolutions, matrix products and
 attention, forward and backward). MFU is achieved FLOP/s over the GPU's dense bf16 peak from its data
@@ -45,15 +46,18 @@ CONFIGS = {"paper": "configs/train/ray/stage3_paper.yaml", "tiny": "configs/trai
 DATASHEET_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peak (SXM)
 
 
-def random_batch(size: int, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """What ``Stage3Task.collate`` yields, with random values (the cost of a step does not depend on them)."""
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "target": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
-        "reference": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
-        "target_map": torch.rand(batch, 3, size, size, generator=g),
-        "reference_map": torch.rand(batch, 3, size, size, generator=g),
-    }
+def random_batch(cfg, batch: int, frozen_in_step: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    """What ``Stage3Task.collate`` yields (or, ``frozen_in_step``, frames for the frozen encoders), with random
+    values (the cost of a step does not depend on them)."""
+    g, size = torch.Generator().manual_seed(seed), cfg.image_size
+    maps = {"target_map": torch.rand(batch, 3, size, size, generator=g),
+            "reference_map": torch.rand(batch, 3, size, size, generator=g)}  # fmt: skip
+    if frozen_in_step:
+        return {"target": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
+                "reference": torch.rand(batch, 3, size, size, generator=g) * 2 - 1, **maps}  # fmt: skip
+    latent = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    return {"x_0": torch.randn(batch, *latent, generator=g), "z_sem": torch.randn(batch, cfg.z_dim, generator=g),
+            **maps}  # fmt: skip
 
 
 def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
@@ -71,11 +75,12 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> flo
 
 def count_flops(model, batch: dict[str, torch.Tensor], device: torch.device, dtype) -> tuple[int, int]:
     """(FLOPs of one forward + backward, FLOPs of the frozen E_sem + codec forward within it)."""
-    ae = model.frozen[0]
+    ae, frozen = model.frozen[0], FlopCounterMode(display=False)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is not None):
-        with FlopCounterMode(display=False) as frozen, torch.no_grad():
-            ae.encoder(batch["reference"])
-            ae.codec.encode(batch["target"])
+        if "x_0" not in batch:  # the frozen encoders run inside the step
+            with frozen, torch.no_grad():
+                ae.encoder(batch["reference"])
+                ae.codec.encode(batch["target"])
         with FlopCounterMode(display=False) as total:
             loss, _ = model(batch, step_generator(0, 0, 0))
             loss.backward()
@@ -101,6 +106,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--codec-path", default=None, help="a diffusers AutoencoderKL directory (SD-VAE)")
     ap.add_argument("--profile", action="store_true", help="also print the torch profiler's top ops of 3 steps")
+    ap.add_argument("--frozen-in-step", action="store_true",
+                    help="run the frozen E_sem and codec in every step, on frames (not once per frame)")  # fmt: skip
     ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak (default: by GPU name)")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -121,7 +128,8 @@ def main() -> None:
         task = Stage3Task(job)
         task.to(device, dtype)
         model = task.build().to(device)
-    batch = {k: v.to(device, dtype or v.dtype) for k, v in random_batch(cfg.image_size, job.batch_size).items()}
+    batch = {k: v.to(device, dtype or v.dtype)
+             for k, v in random_batch(cfg, job.batch_size, args.frozen_in_step).items()}  # fmt: skip
     flops, frozen_flops = count_flops(model, batch, device, dtype)
 
     init_single_process("nccl" if gpu else "gloo")
@@ -153,6 +161,7 @@ def main() -> None:
     result = {
         "preset": args.preset, "image_size": cfg.image_size, "latent": [cfg.latent_channels, cfg.latent_size],
         "batch_size": job.batch_size, "precision": job.precision, "zero_stage": engine.zero_optimization_stage(),
+        "frozen_in_step": args.frozen_in_step,
         "device": torch.cuda.get_device_name(device) if gpu else "cpu", "trainable_params_m": trainable / 1e6,
         "seconds_per_step": round(seconds, 4), "samples_per_second": round(job.batch_size / seconds, 2),
         "gflops_per_sample": round(flops / job.batch_size / 1e9, 1),

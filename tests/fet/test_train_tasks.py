@@ -21,6 +21,7 @@ from fet.training.epochs import EpochBatches
 from fet.training.job_config import JobOptim, TrainJobConfig, deepspeed_config
 from fet.training.optim import lr_lambda, step_generator
 from fet.training.tasks import build_task
+from fet.training.tasks.frames import to_model_range
 
 CONFIGS = "configs/train/ray"
 
@@ -109,7 +110,19 @@ def test_stage3_task_pairs_frames_of_one_clip(stage1_dir, synthtalk_shards, tmp_
     examples = task.examples(rows)
     assert len(examples) == 3 * task.cfg.pairs_per_clip
     batch = task.collate(examples[:4], np.random.default_rng(0))
-    assert batch["target"].shape == (4, 3, 32, 32) and batch["target_map"].shape == (4, 3, 32, 32)
+    cfg = task.autoencoder.cfg
+    assert batch["x_0"].shape == (4, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    assert batch["z_sem"].shape == (4, cfg.z_dim) and batch["target_map"].shape == (4, 3, 32, 32)
+    # each frame's codes are the frozen encoders' outputs: a step on them is the step on the frames
+    rng = np.random.default_rng(0)  # the (target, reference) frames collate drew, all of the first clip
+    n = len(examples[0].landmarks)
+    tgt, ref = [int(rng.integers(n)) for _ in range(4)], [int(rng.integers(n)) for _ in range(4)]
+    frames = task.clip(rows[0]).frames
+    on_frames = {"target": to_model_range(frames[tgt]), "reference": to_model_range(frames[ref]),
+                 "target_map": batch["target_map"], "reference_map": batch["reference_map"]}  # fmt: skip
+    stepper = task.build()
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    torch.testing.assert_close(stepper(batch, g())[0], stepper(on_frames, g())[0])
     # the new PoseGuider learns at guider_lr_scale x the rate of the denoiser copied from stage 1
     built = task.build()
     groups = built.param_groups(1e-3)

@@ -1,6 +1,10 @@
 """Stage 3 as a distributed task: talker denoiser + PoseGuider on clip shards, E_sem and codec frozen
-(paper Eq. 9). An example is a decoded clip; each batch entry is a random (target, reference) frame
-pair of one clip, drawn anew every epoch. Each clip yields ``pairs_per_clip`` examples per epoch."""
+(paper Eq. 9). An example is a clip; each batch entry is a random (target, reference) frame pair of one
+clip, drawn anew every epoch. Each clip yields ``pairs_per_clip`` examples per epoch.
+
+E_sem and the codec are frozen, so each frame's z_sem and latent are computed once, when its clip is
+decoded, and a step runs only the talker. At the paper scale those two encoders are 86% of the FLOPs of
+a step that runs them (``benchmarks/stage3_step_speed.py``). A clip keeps its codes, not its frames."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from fet.images import encode_png, image_grid
 from fet.landmarks.landmark_map import landmark_maps
 from fet.models.pose_guider import PoseGuiderConfig
 from fet.models.talker import TalkerDenoiser
+from fet.training.losses import diffusion_loss
 from fet.training.stage3 import TalkingFrames, sample_pairs, stage3_loss, talker_param_groups, talker_samples
 from fet.training.tasks.base import Report, StageModel, TrainingTask
 from fet.training.tasks.frames import decode_square, to_model_range
@@ -34,11 +39,21 @@ class Stage3Section:
     guider_lr_scale: float = 10.0
     pairs_per_clip: int = 8
     eval_steps: int = 20
+    encode_batch: int = 32  # frames per pass of the frozen encoders when a clip is decoded
 
 
 @dataclass
 class Clip:
     frames: np.ndarray  # (T, S, S, 3) uint8
+    landmarks: np.ndarray  # (T, 478, 3)
+
+
+@dataclass
+class EncodedClip:
+    """A training clip as stage 3 uses it: every frame's frozen codes and landmarks, on the CPU in fp32."""
+
+    z_sem: torch.Tensor  # (T, z_dim), E_sem of each frame (the frame as a reference)
+    latents: torch.Tensor  # (T, C, h, w), the codec's latent of each frame (the frame as a target)
     landmarks: np.ndarray  # (T, 478, 3)
 
 
@@ -59,6 +74,11 @@ class Stage3Model(StageModel):
         return talker_param_groups(self.talker, lr, self.guider_lr_scale)
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        """Eq. 9 on a batch of precomputed codes (``Stage3Task.collate``) or, with ``target`` and
+        ``reference`` images instead, running the frozen encoders on them."""
+        maps = {"landmark_map": batch["target_map"], "reference_map": batch["reference_map"]}
+        if "x_0" in batch:
+            return diffusion_loss(self.talker, batch["x_0"], batch["z_sem"], self.noise, generator, **maps), {}
         loss = stage3_loss(self.talker, self.frozen[0], batch["target"], batch["reference"],
                            batch["target_map"], batch["reference_map"], self.noise, generator)  # fmt: skip
         return loss, {}
@@ -90,15 +110,25 @@ class Stage3Task(TrainingTask[Stage3Section]):
     def clip(self, row: dict[str, Any]) -> Clip:
         return Clip(np.stack([decode_square(b, self.size) for b in row["frames"]]), unpack(row["landmarks"]))
 
-    def examples(self, rows: list[dict[str, Any]]) -> list[Clip]:
-        return [c for r in rows for c in [self.clip(r)] * self.cfg.pairs_per_clip]
+    @torch.no_grad()
+    def encode(self, clip: Clip) -> EncodedClip:
+        """Every frame through the frozen E_sem and codec, where they live and in their precision."""
+        ae, z, latents = self.autoencoder, [], []
+        for i in range(0, len(clip.frames), self.cfg.encode_batch):
+            x = to_model_range(clip.frames[i : i + self.cfg.encode_batch])
+            z.append(ae.encoder(x).float().cpu())
+            latents.append(ae.codec.encode(x).float().cpu())
+        return EncodedClip(torch.cat(z), torch.cat(latents), clip.landmarks)
 
-    def collate(self, examples: list[Clip], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        tgt = [int(rng.integers(len(c.frames))) for c in examples]
-        ref = [int(rng.integers(len(c.frames))) for c in examples]
+    def examples(self, rows: list[dict[str, Any]]) -> list[EncodedClip]:
+        return [c for r in rows for c in [self.encode(self.clip(r))] * self.cfg.pairs_per_clip]
+
+    def collate(self, examples: list[EncodedClip], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        tgt = [int(rng.integers(len(c.landmarks))) for c in examples]
+        ref = [int(rng.integers(len(c.landmarks))) for c in examples]
         return {
-            "target": to_model_range(np.stack([c.frames[t] for c, t in zip(examples, tgt)])),
-            "reference": to_model_range(np.stack([c.frames[r] for c, r in zip(examples, ref)])),
+            "x_0": torch.stack([c.latents[t] for c, t in zip(examples, tgt)]),
+            "z_sem": torch.stack([c.z_sem[r] for c, r in zip(examples, ref)]),
             "target_map": landmark_maps(np.stack([c.landmarks[t] for c, t in zip(examples, tgt)]), self.size),
             "reference_map": landmark_maps(np.stack([c.landmarks[r] for c, r in zip(examples, ref)]), self.size),
         }
