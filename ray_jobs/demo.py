@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=600)
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--size", type=int, default=32, help="training resolution (the world is drawn at 64 px)")
-    p.add_argument("--steps1", type=int, default=540)
+    p.add_argument("--steps1", type=int, default=500)
     p.add_argument("--steps2", type=int, default=200)
     p.add_argument("--steps-audio", type=int, default=120)
-    p.add_argument("--steps3", type=int, default=540)
+    p.add_argument("--steps3", type=int, default=500)
     p.add_argument("--landmark-scale", type=float, default=2.0,
                    help="bundle default: how far the landmarks move the face (1: the talker as trained)")  # fmt: skip
     p.add_argument("--eval-clips", type=int, default=1, help="test clips the evaluation job generates and measures")
