@@ -49,12 +49,12 @@ def main() -> None:
     paths = sorted(q for q in Path(args.faces).iterdir() if q.suffix.lower() in {".png", ".jpg", ".jpeg"})
     results: dict[float, list[float]] = {s: [] for s in scales}
     for path in paths[: args.count]:
+        try:  # the inversion does not depend on landmark_scale: one reference serves every scale
+            ref = pipes[scales[0]].encode(str(path), name=path.name)
+        except NoFaceError as e:
+            print(json.dumps({"face": path.name, "skipped": str(e)}))
+            continue
         for scale, pipe in pipes.items():
-            try:
-                ref = pipe.encode(str(path), name=path.name)
-            except NoFaceError as e:
-                print(json.dumps({"face": path.name, "skipped": str(e)}))
-                break
             video = pipe(ref, speech, text=args.text)
             driving = landmark_audio_sync(video.landmarks, speech)
             read_back = _fill_gaps(pipe.detector.detect_video(resize(video.frames, 256)))
