@@ -29,10 +29,12 @@ class LocalHead:
     gcs: str  # ray://-less GCS address for `ray.init(address=...)` and `serve`
     env: dict[str, str]
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 3.0) -> None:
         """Stop every process of this head: those naming its temp dir or its GCS address (the Ray client
         server), and all their descendants (the dashboard and runtime-env agents rename themselves and
-        would outlive the raylet as orphans)."""
+        would outlive the raylet as orphans). SIGTERM, then SIGKILL for what is left after ``grace``
+        seconds: the GCS, the raylet and Serve's actors outlive a SIGTERM by 15 s or more, and a head of
+        this machine keeps nothing that needs an orderly exit (its GCS state is in memory)."""
         import psutil
 
         gcs_port = ":" + self.gcs.rsplit(":", 1)[1]
@@ -54,7 +56,7 @@ class LocalHead:
                 p.terminate()
             except psutil.NoSuchProcess:
                 continue
-        _, alive = psutil.wait_procs(procs, timeout=15)
+        _, alive = psutil.wait_procs(procs, timeout=grace)
         for p in alive:
             p.kill()
 

@@ -25,3 +25,16 @@ def test_each_request_gets_the_first_held_out_face_with_its_labels(synthtalk_sha
         assert image_id == matching[0], (wanted, image_id, matching[:3])
     with pytest.raises(RuntimeError, match="no held-out face with"):
         held_out_face(out, {"Bald": 1, "Blond_Hair": 1, "Black_Hair": 1})
+
+
+def test_every_demo_edit_names_an_attribute_synthtalk_labels():
+    """The HTTP requests and the evaluation's Table-2 edit must parse to attributes the demo's stage 2 can
+    train (SynthTalk labels them); a typo would make the request fail or the table empty."""
+    from fet.data.synthtalk.identity import MODELLED
+    from fet.editing.attributes import AttributeLibrary
+    from ray_jobs.demo import EVAL_EDIT
+
+    library = AttributeLibrary()
+    for text in (IMAGE_REQUEST[0], VIDEO_REQUEST[0], EVAL_EDIT):
+        edits = library.parse_text(text).edits
+        assert edits and set(edits) <= set(MODELLED), (text, edits)
