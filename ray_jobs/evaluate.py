@@ -31,6 +31,7 @@ from fet.evaluation.report import build_report, per_clip_rows, report_json, to_c
 from fet.images import encode_png
 from ray_jobs import tracking
 from ray_jobs.common import QUIET_ENV, fail, init_ray, load_job_config, parse_args
+from ray_jobs.shard_reader import read_split
 
 COLUMNS = ["clip_id", "speaker", "split", "fps", "frames", "audio", "landmarks", "transform", "blendshapes"]
 ARRAY_FIELDS = ("real_features", "gen_features")
@@ -54,10 +55,8 @@ class EvaluateClips:
 
 def _records(cfg: EvalConfig) -> list[dict[str, Any]]:
     import ray
-    from ray.data.expressions import col
 
-    files = shard_files(cfg.shards, "clips")
-    ds = ray.data.read_parquet(files, num_cpus=0.1).select_columns(COLUMNS).filter(expr=col("split") == cfg.split)
+    ds = read_split(shard_files(cfg.shards, "clips"), COLUMNS, cfg.split)
     if cfg.max_clips > 0:
         ds = ds.limit(cfg.max_clips)
     ds = ds.map(

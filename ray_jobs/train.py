@@ -23,8 +23,8 @@ from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
 from ray_jobs.common import fail, init_ray, load_job_config, parse_args
+from ray_jobs.shard_reader import read_split
 
-READ_CPUS = 0.1  # Ray Data read/filter tasks: small, so they never wait behind the training workers
 COMPLETE = "fet_complete.json"
 
 
@@ -67,11 +67,7 @@ def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the trainer prints its own progress
-    files = shard_files(job.data.shards, kind)
-    from ray.data.expressions import col
-
-    ds = ray.data.read_parquet(files, num_cpus=READ_CPUS).select_columns(columns)
-    return ds.filter(expr=col("split") == "train", num_cpus=READ_CPUS)
+    return read_split(shard_files(job.data.shards, kind), columns, "train")
 
 
 def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]:
