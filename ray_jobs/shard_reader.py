@@ -21,9 +21,9 @@ def read_split(files: list[str], columns: list[str], split: str, num_cpus: float
     if "split" not in columns:
         raise ValueError(f"columns {columns}: must include 'split' to select the {split!r} rows")
     context = ray.data.DataContext.get_current()
-    v2, context.use_datasource_v2 = context.use_datasource_v2, False  # read by read_parquet, at this call
+    v2, context.use_datasource_v2 = context.use_datasource_v2, False  # read_parquet picks its reader from it
     try:
-        ds = ray.data.read_parquet(files, num_cpus=num_cpus).select_columns(columns)
+        ds = ray.data.read_parquet(files, columns=columns, num_cpus=num_cpus)  # only these columns are read
     finally:
         context.use_datasource_v2 = v2
     return ds.filter(expr=col("split") == split, num_cpus=num_cpus)
