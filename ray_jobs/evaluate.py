@@ -24,7 +24,7 @@ from PIL import Image
 from fet import storage
 from fet.bundle import BundleError, check_bundle
 from fet.config import from_dict, to_dict
-from fet.data.shards import ShardError, pack, shard_files, unpack
+from fet.data.shards import ShardError, pack, unpack
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
@@ -56,7 +56,7 @@ class EvaluateClips:
 def _records(cfg: EvalConfig) -> list[dict[str, Any]]:
     import ray
 
-    ds = read_split(shard_files(cfg.shards, "clips"), COLUMNS, cfg.split)
+    ds = read_split(cfg.shards, "clips", COLUMNS, cfg.split)
     if cfg.max_clips > 0:
         ds = ds.limit(cfg.max_clips)
     ds = ds.map(

@@ -18,7 +18,7 @@ from typing import Any
 
 from fet import storage
 from fet.config import ConfigError, to_dict
-from fet.data.shards import ShardError, shard_files
+from fet.data.shards import ShardError
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
@@ -67,7 +67,7 @@ def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the trainer prints its own progress
-    return read_split(shard_files(job.data.shards, kind), columns, "train")
+    return read_split(job.data.shards, kind, columns, "train")
 
 
 def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]:

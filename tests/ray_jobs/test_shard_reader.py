@@ -7,7 +7,7 @@ import concurrent.futures
 
 import pytest
 
-from fet.data.shards import read_rows, shard_files
+from fet.data.shards import read_rows
 from ray_jobs.shard_reader import read_split
 
 pytestmark = pytest.mark.timeout(300)
@@ -24,8 +24,7 @@ def test_a_split_is_read_while_the_actors_hold_all_but_a_tenth_of_a_cpu(local_ra
 
     serve_like = Holder.options(num_cpus=1.0).remote()
     ray.get(serve_like.ready.remote())
-    files = shard_files(synthtalk_shards, "clips")
-    ds = read_split(files, ["clip_id", "split"], "test")  # built in the driver, as the jobs do
+    ds = read_split(synthtalk_shards, "clips", ["clip_id", "split"], "test")  # built in the driver, as the jobs do
     workers_like = Holder.options(num_cpus=0.9).remote()
     ray.get(workers_like.ready.remote())
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -38,4 +37,4 @@ def test_a_split_is_read_while_the_actors_hold_all_but_a_tenth_of_a_cpu(local_ra
 
 def test_the_columns_must_name_the_split():
     with pytest.raises(ValueError, match="must include 'split'"):
-        read_split(["a.parquet"], ["clip_id"], "train")
+        read_split("shards", "clips", ["clip_id"], "train")
