@@ -40,6 +40,7 @@ from fet.editor import load_attribute_classifier, load_attribute_library
 from fet.images import to_uint8
 from fet.landmarks.detector import FaceLandmarkDetector
 from fet.landmarks.landmark_map import landmark_maps
+from fet.metrics.classification import auroc
 from fet.metrics.image_quality import psnr
 from fet.training.job_config import TrainJobConfig
 from fet.training.stage2 import classifier_aurocs
@@ -71,7 +72,6 @@ def linear_probe_auroc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndar
     """Mean test AUROC of one logistic regression per attribute (labelled, both classes in both splits),
     fitted to convergence on standardised features: what a linear read-out of these features reaches."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
 
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -80,7 +80,7 @@ def linear_probe_auroc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndar
         fit, test = train_y[:, k] >= 0, test_y[:, k] >= 0
         if len(set(train_y[fit, k])) == 2 and len(set(test_y[test, k])) == 2:
             probe = LogisticRegression(C=1.0, max_iter=5000).fit(train_x[fit], train_y[fit, k])
-            aucs.append(roc_auc_score(test_y[test, k], probe.decision_function(test_x[test])))
+            aucs.append(auroc(probe.decision_function(test_x[test]), test_y[test, k] == 1))
     return float(np.mean(aucs))
 
 
