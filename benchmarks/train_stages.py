@@ -3,6 +3,7 @@
 
     python benchmarks/train_stages.py --out outputs/bench_train            # ~25 min wall on 2 cores
     python benchmarks/train_stages.py --out /tmp/b --steps1 200 --steps3 100 # a quick look
+    python benchmarks/train_stages.py --out /tmp/h --stage1-set task.timesteps=high_noise
 
 Prints, on the test split (never trained on): stage-1 reconstruction PSNR; stage-2 mean attribute AUROC;
 edit success (faces whose target attribute flips by the classifier after edit → decode → re-encode
@@ -192,7 +193,8 @@ def train_all(args: argparse.Namespace, out: Path, shards: str) -> dict:
     init_ray()
     s1 = str(out / "stage1")
     runs = {
-        "stage1": train("stage1", out, shards, [f"steps={args.steps1}", f"task.model.image_size={args.size}"]),
+        "stage1": train("stage1", out, shards, [f"steps={args.steps1}", f"task.model.image_size={args.size}",
+                                                *args.stage1_set]),
         "stage2": train("stage2", out, shards, [f"steps={args.steps2}", f"task.autoencoder={s1}"]),
         "audio": train("audio", out, shards, [f"steps={args.steps_audio}"]),
         "stage3": train("stage3", out, shards, [f"steps={args.steps3}", f"task.autoencoder={s1}"]),
@@ -229,6 +231,13 @@ def main() -> None:
     p.add_argument("--steps3", type=int, default=800)
     p.add_argument("--throughput-steps", type=int, default=30)
     p.add_argument("--eval-steps", type=int, default=20, help="DDIM steps of the held-out checks")
+    p.add_argument(
+        "--stage1-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override of the stage-1 job config, e.g. task.timesteps=high_noise (repeatable)",
+    )
     p.add_argument("--measure-only", action="store_true",
                    help="measure the stages already trained in --out again (after a change to the measures); "
                         "the training numbers are kept from its benchmark.json")  # fmt: skip

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fet.config import ConfigError, from_dict
+from fet.diffusion.timesteps import TimestepSampling
 from fet.models.presets import PRESETS, ImageModelConfig
 
 
@@ -58,6 +59,7 @@ class Stage1Config:
     log_every: int = 50
     sample_every: int = 500
     eval_steps: int = 20  # DDIM steps for the reconstruction check and samples
+    timesteps: TimestepSampling = "uniform"  # how L_simple draws t (fet.diffusion.timesteps)
 
     @property
     def image_model(self) -> ImageModelConfig:

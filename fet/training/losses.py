@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
+from fet.diffusion.timesteps import TimestepSampling, sample_timesteps
+
 
 def diffusion_loss(
     denoiser: nn.Module,
@@ -18,16 +20,17 @@ def diffusion_loss(
     z_sem: torch.Tensor,
     scheduler: DDIMScheduler,
     generator: torch.Generator | None = None,
+    timesteps: TimestepSampling = "uniform",
     **denoiser_kwargs,
 ) -> torch.Tensor:
     """L_simple = E_{x_0, ε, t} ‖ε_θ(x_t, t, z_sem) − ε‖² (Eq. 7; Eq. 9 with landmark kwargs).
 
-    x_0: (B, C, h, w) clean latents; z_sem: (B, z_dim). t ~ U{0, …, T−1}, ε ~ N(0, I). When the
+    x_0: (B, C, h, w) clean latents; z_sem: (B, z_dim). t ~ U{0, …, T−1} (or as ``timesteps`` says,
+    ``fet.diffusion.timesteps``), ε ~ N(0, I). When the
     scheduler's ``prediction_type`` is ``v_prediction`` the target is v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 instead.
     """
     b = x_0.shape[0]
-    T = scheduler.config.num_train_timesteps
-    t = torch.randint(0, T, (b,), generator=generator, device="cpu").to(x_0.device)
+    t = sample_timesteps(b, scheduler.config.num_train_timesteps, timesteps, generator).to(x_0.device)
     noise = torch.randn(x_0.shape, generator=generator, device="cpu", dtype=x_0.dtype).to(x_0.device)
     x_t = scheduler.add_noise(x_0, noise, t)
     prediction = denoiser(x_t, t, z_sem, **denoiser_kwargs)

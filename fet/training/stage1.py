@@ -17,6 +17,7 @@ from fet import storage
 from fet.autoencoder import DiffusionAutoencoder
 from fet.data.image_folder import FaceImageDataset
 from fet.diffusion.ddim import training_scheduler
+from fet.diffusion.timesteps import TimestepSampling
 from fet.images import image_grid, save_image
 from fet.metrics.image_quality import psnr
 from fet.training.config import Stage1Config
@@ -26,13 +27,17 @@ from fet.training.optim import apply_gradients
 
 
 def stage1_loss(
-    model: DiffusionAutoencoder, images: torch.Tensor, scheduler, generator: torch.Generator
+    model: DiffusionAutoencoder,
+    images: torch.Tensor,
+    scheduler,
+    generator: torch.Generator,
+    timesteps: TimestepSampling = "uniform",
 ) -> torch.Tensor:
     """images (B, 3, H, W) in [-1, 1] → L_simple with z_sem from the (trainable) semantic encoder."""
     with torch.no_grad():
         x_0 = model.codec.encode(images)  # (B, C, h, w), frozen codec
     z_sem = model.encoder(images)  # (B, z_dim)
-    return diffusion_loss(model.denoiser, x_0, z_sem, scheduler, generator)
+    return diffusion_loss(model.denoiser, x_0, z_sem, scheduler, generator, timesteps)
 
 
 def warmup_lambda(warmup_steps: int):
@@ -77,7 +82,7 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict:
     bar = tqdm(total=cfg.steps, desc="stage 1", disable=not progress)
     while step < cfg.steps:
         for images, _, _ in loader:
-            loss = stage1_loss(model, images, noise_schedule, step_generator(cfg.seed, step))
+            loss = stage1_loss(model, images, noise_schedule, step_generator(cfg.seed, step), cfg.timesteps)
             apply_gradients(loss, opt, params, cfg.optim.grad_clip, sched, ema, model)
             history.append(loss.item())
             step += 1

@@ -10,6 +10,7 @@ import torch
 
 from fet.autoencoder import DiffusionAutoencoder
 from fet.diffusion.ddim import training_scheduler
+from fet.diffusion.timesteps import TimestepSampling
 from fet.images import encode_png, image_grid
 from fet.training.config import resolve_model
 from fet.training.stage1 import reconstruction_report, stage1_loss
@@ -21,12 +22,14 @@ from fet.training.tasks.frames import decode_square, to_model_range
 class Stage1Section:
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny", "image_size": 32})
     eval_steps: int = 20  # DDIM steps of the held-out reconstructions
+    timesteps: TimestepSampling = "uniform"  # how L_simple draws t (fet.diffusion.timesteps)
 
 
 class Stage1Model(StageModel):
-    def __init__(self, autoencoder: DiffusionAutoencoder) -> None:
+    def __init__(self, autoencoder: DiffusionAutoencoder, timesteps: TimestepSampling = "uniform") -> None:
         super().__init__()
         self.autoencoder = autoencoder
+        self.timesteps = timesteps
         self.autoencoder.codec.requires_grad_(False)
         self.noise = training_scheduler(autoencoder.cfg)
 
@@ -35,7 +38,7 @@ class Stage1Model(StageModel):
         return self.autoencoder
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
-        loss = stage1_loss(self.autoencoder, batch["images"], self.noise, generator)
+        loss = stage1_loss(self.autoencoder, batch["images"], self.noise, generator, self.timesteps)
         return loss, {}
 
 
@@ -50,7 +53,7 @@ class Stage1Task(TrainingTask[Stage1Section]):
         self.model_cfg = resolve_model(self.cfg.model, where="task.model")
 
     def build(self) -> Stage1Model:
-        return Stage1Model(DiffusionAutoencoder(self.model_cfg).train())
+        return Stage1Model(DiffusionAutoencoder(self.model_cfg).train(), self.cfg.timesteps)
 
     def examples(self, rows: list[dict[str, Any]]) -> list[np.ndarray]:
         return [decode_square(r["image"], self.model_cfg.image_size) for r in rows]
