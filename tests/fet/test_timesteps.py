@@ -9,6 +9,7 @@ import torch
 from fet.config import ConfigError, load_config
 from fet.data.shards import read_rows
 from fet.diffusion.timesteps import sample_timesteps
+from fet.training.config import Stage1Config
 from fet.training.job_config import TrainJobConfig
 from fet.training.optim import step_generator
 from fet.training.tasks import build_task
@@ -64,3 +65,12 @@ def test_the_stage1_task_trains_with_the_configured_sampling(synthtalk_shards):
     assert (uniform >= T // 2).float().mean() < 0.65 and (high >= T // 2).float().mean() > 0.65
     with pytest.raises(ConfigError, match="task.timesteps"):
         drawn_timesteps(synthtalk_shards, "task.timesteps=sideways")
+
+
+def test_the_single_process_config_takes_the_same_choice():
+    assert load_config(Stage1Config, "configs/train/stage1_tiny.yaml", []).timesteps == "uniform"
+    assert (
+        load_config(Stage1Config, "configs/train/stage1_tiny.yaml", ["timesteps=high_noise"]).timesteps == "high_noise"
+    )
+    with pytest.raises(ConfigError, match="timesteps"):
+        load_config(Stage1Config, "configs/train/stage1_tiny.yaml", ["timesteps=sideways"])
