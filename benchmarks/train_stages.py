@@ -105,6 +105,7 @@ def image_metrics(out: Path, shards: str, n: int, steps: int) -> dict:
     }  # fmt: skip
     library = load_attribute_library(str(out / "stage2"))  # the edit strength stage 2 exported
     tried = flipped = 0
+    by_attribute = {}  # attribute → faces edited, target on after the edit, target on with the others kept
     for attr in [a for a in EDIT_TARGETS if a in good]:
         i = ATTRIBUTE_INDEX[attr]
         absent = (clf(z)[:, i] < 0).nonzero().flatten()
@@ -117,6 +118,8 @@ def image_metrics(out: Path, shards: str, n: int, steps: int) -> dict:
         kept = (before[:, others] == after[:, others]).float().mean(1) >= 0.9
         tried += len(absent)
         flipped += int((after[:, i] & kept).sum())
+        by_attribute[attr] = {"edited": len(absent), "target_on": int(after[:, i].sum()),
+                              "success": int((after[:, i] & kept).sum())}  # fmt: skip
     return {
         "stage1_psnr_db": psnr(rec, images),
         "stage2_auroc_mean": float(np.mean(list(aucs.values()))),
@@ -124,6 +127,7 @@ def image_metrics(out: Path, shards: str, n: int, steps: int) -> dict:
         "stage2_attributes_auroc_ge_0.9": good,
         "edit_success": flipped / max(1, tried),
         "edit_tried": tried,
+        "edit_by_attribute": by_attribute,
     }
 
 
