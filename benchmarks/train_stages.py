@@ -1,7 +1,7 @@
 """Training benchmark on the embedded default: SynthTalk → preprocessing → the four stages on Ray Train
 (2 CPU workers, DeepSpeed ZeRO-2, MLflow on SQLite) → held-out quality and training throughput.
 
-    python benchmarks/train_stages.py --out outputs/bench_train            # ~25 min wall on 2 cores
+    python benchmarks/train_stages.py --out outputs/bench_train            # 30–40 min wall on 2 cores
     python benchmarks/train_stages.py --out /tmp/b --steps1 200 --steps3 100 # a quick look
     python benchmarks/train_stages.py --out /tmp/h --stage1-set task.timesteps=high_noise
 
