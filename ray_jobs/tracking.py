@@ -9,6 +9,7 @@ params are logged; S3 keys and tracking tokens come from the environment or the 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import platform
 import re
@@ -82,6 +83,25 @@ def system_info() -> dict[str, str]:
     return info
 
 
+_READY: set[str] = set()  # tracking URIs whose store this process has opened
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` on ``tracking_uri``. The first open of a SQLite store in a process holds an
+    exclusive lock next to the database: opening a new store creates and migrates its schema, and two
+    jobs doing that at once on one file fail (``table _alembic_tmp_experiments already exists``)."""
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _READY:
+        return MlflowClient(tracking_uri)
+    db = Path(tracking_uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        mlflow_client = MlflowClient(tracking_uri)
+        mlflow_client.search_experiments(max_results=1)  # the store is open: schema created or migrated
+    _READY.add(tracking_uri)
+    return mlflow_client
+
+
 def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
@@ -97,7 +117,7 @@ def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
 
 def find_run(tracking_uri: str, experiment: str, run_name: str) -> str | None:
     """The id of the MLflow run of training run ``run_name``, if one exists."""
-    client = MlflowClient(tracking_uri)
+    client = open_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
@@ -109,14 +129,14 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[st
     """Create the MLflow run of ``run_name`` with its params, or return the existing one (resubmit)."""
     existing = find_run(tracking_uri, experiment, run_name)
     if existing:
-        MlflowClient(tracking_uri).update_run(existing, status="RUNNING")
+        open_client(tracking_uri).update_run(existing, status="RUNNING")
         return existing
     return new_run(tracking_uri, experiment, run_name, params, tags)
 
 
 def new_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
     """A new MLflow run with the redacted, flattened params and the system info → its id."""
-    client = MlflowClient(tracking_uri)
+    client = open_client(tracking_uri)
     exp_id = _experiment_id(client, experiment, tracking_uri)
     run = client.create_run(exp_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags})
     flat = flatten(redact(params)) | system_info()
@@ -130,7 +150,7 @@ class RunLogger:
     """Rank 0's handle on the MLflow run: batched metrics, images and the final component."""
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
-        self.client = MlflowClient(tracking_uri)
+        self.client = open_client(tracking_uri)
         self.run_id = run_id
         self.pending: list[Metric] = []
 
@@ -170,4 +190,4 @@ class RunLogger:
 
 
 def finish(tracking_uri: str, run_id: str, status: str) -> None:
-    MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+    open_client(tracking_uri).set_terminated(run_id, status=status)
