@@ -187,13 +187,10 @@ def main(argv: list[str] | None = None) -> None:
             jobs = " and, at the same time, ".join(f"{s} — {what[s]}, {steps[s]} steps" for s in wave)
             say(4, n, f"ray job submit: {jobs} (2 workers each, ZeRO-2)", t0)
             t = time.time()
-            if len(wave) == 1:
-                train(wave[0])
-            else:
-                with ThreadPoolExecutor(len(wave)) as pool:
-                    for done in [pool.submit(train, s, f"scaling.cpus_per_worker={PAIRED_WORKER_CPUS}") for s in wave]:
-                        done.result()  # raises the first failed job's error
-                timings["+".join(wave)] = time.time() - t
+            with ThreadPoolExecutor(len(wave)) as pool:
+                for done in [pool.submit(train, s, f"scaling.cpus_per_worker={PAIRED_WORKER_CPUS}") for s in wave]:
+                    done.result()  # raises the first failed job's error
+            timings["+".join(wave)] = time.time() - t
 
         say(5, n, "exporting the bundle", t0)
         scale = crop_scale(str(out / "shards"))

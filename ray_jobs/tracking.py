@@ -84,15 +84,21 @@ def system_info() -> dict[str, str]:
 
 
 _READY: set[str] = set()  # tracking URIs whose store this process has opened
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
+    return Path(tracking_uri[len(SQLITE) :]) if tracking_uri.startswith(SQLITE) else None
 
 
 def open_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` on ``tracking_uri``. The first open of a SQLite store in a process holds an
     exclusive lock next to the database: opening a new store creates and migrates its schema, and two
     jobs doing that at once on one file fail (``table _alembic_tmp_experiments already exists``)."""
-    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _READY:
+    db = sqlite_path(tracking_uri)
+    if db is None or tracking_uri in _READY:
         return MlflowClient(tracking_uri)
-    db = Path(tracking_uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
@@ -107,8 +113,9 @@ def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if tracking_uri.startswith("sqlite:///"):  # artifacts next to the database, not in the cwd
-        location = Path(tracking_uri[len("sqlite:///") :]).parent.joinpath("mlartifacts").as_uri()
+    db = sqlite_path(tracking_uri)
+    if db is not None:  # artifacts next to the database, not in the cwd
+        location = db.parent.joinpath("mlartifacts").as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by another job
