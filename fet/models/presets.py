@@ -41,6 +41,7 @@ class ImageModelConfig:
     attention_resolutions: tuple[int, ...] = (16,)  # latent resolutions that get self-attention
     encoder_channel_mult: tuple[int, ...] = (1, 2, 2, 4)
     z_dim: int = 64  # size of the semantic code z_sem (512 in the paper)
+    encoder_head: Literal["pool", "flatten"] = "pool"  # E_sem's last feature map → z_sem (SemanticEncoder)
     num_groups: int = 8  # GroupNorm groups
     attention_head_dim: int = 32
     dropout: float = 0.0
@@ -71,6 +72,13 @@ class ImageModelConfig:
                     raise ValueError(
                         f"{name}: {self.base_channels}*{m} channels not divisible by num_groups={self.num_groups}"
                     )
+        if self.encoder_head not in ("pool", "flatten"):
+            raise ValueError(f"encoder_head={self.encoder_head!r}: expected 'pool' or 'flatten'")
+        if self.encoder_head == "flatten" and self.image_size % 2 ** (len(self.encoder_channel_mult) - 1):
+            raise ValueError(
+                f"encoder_head=flatten: image_size={self.image_size} must be divisible by"
+                f" 2**{len(self.encoder_channel_mult) - 1} for encoder_channel_mult={self.encoder_channel_mult}"
+            )
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type={self.prediction_type!r}: expected 'epsilon' or 'v_prediction'")
         if self.codec == "autoencoder_kl" and not self.codec_path:

@@ -15,7 +15,14 @@ from fet.models.presets import ImageModelConfig
 
 
 class SemanticEncoder(nn.Module):
-    """Half-UNet → GroupNorm → SiLU → global average pool → 1×1 conv → z_sem."""
+    """Half-UNet → GroupNorm → SiLU → head → z_sem.
+
+    ``cfg.encoder_head`` picks the head. ``pool`` is DiffAE's: global average pool → 1×1 conv, so a
+    feature's place in the face (hair above it, a beard below) reaches z_sem only through what the
+    channels have learned. ``flatten`` reads the whole last feature map (r×r, r = image_size / 2^levels)
+    through one linear layer, so z_sem keeps where things are from the first step. It suits small
+    images: at 32 px the map is 4×4; at the paper's 512 px it would be 32×32×512 inputs per output.
+    """
 
     def __init__(self, cfg: ImageModelConfig) -> None:
         super().__init__()
@@ -35,12 +42,11 @@ class SemanticEncoder(nn.Module):
                 layers.append(Downsample2D(c, use_conv=True))
                 res //= 2
         self.layers = nn.ModuleList(layers)
-        self.out = nn.Sequential(
-            nn.GroupNorm(cfg.num_groups, prev),
-            nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(prev, cfg.z_dim, 1),
-        )
+        if cfg.encoder_head == "flatten":
+            head: list[nn.Module] = [nn.Flatten(), nn.Linear(prev * res * res, cfg.z_dim)]
+        else:
+            head = [nn.AdaptiveAvgPool2d(1), nn.Conv2d(prev, cfg.z_dim, 1)]
+        self.out = nn.Sequential(nn.GroupNorm(cfg.num_groups, prev), nn.SiLU(), *head)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         image = image.to(self.conv_in.weight)  # any device/precision in; computes in the weights' own

@@ -81,3 +81,26 @@ def test_invalid_model_config_is_rejected():
         preset("huge")
     with pytest.raises(ValueError, match="needs codec_path"):
         ImageModelConfig(codec="autoencoder_kl", latent_channels=4, latent_downsample=8).validate()
+
+
+def test_flatten_head_reads_the_whole_last_map_and_round_trips(tmp_path):
+    cfg = tiny_config(encoder_head="flatten")
+    enc = SemanticEncoder(cfg).eval()
+    last = cfg.base_channels * cfg.encoder_channel_mult[-1]
+    r = cfg.image_size // 2 ** (len(cfg.encoder_channel_mult) - 1)
+    assert isinstance(enc.out[-1], torch.nn.Linear) and enc.out[-1].in_features == last * r * r
+    x = smooth_images(2)
+    assert enc(x).shape == (2, cfg.z_dim)
+    model = DiffusionAutoencoder(cfg).eval()
+    model.save(str(tmp_path / "ae"))
+    loaded = DiffusionAutoencoder.load(str(tmp_path / "ae")).eval()
+    assert loaded.cfg.encoder_head == "flatten"
+    assert torch.equal(loaded.encode(x), model.encode(x))
+
+
+def test_bad_encoder_head_is_rejected():
+    with pytest.raises(ValueError, match="encoder_head='mean'"):
+        preset("tiny", encoder_head="mean")
+    with pytest.raises(ValueError, match="encoder_head=flatten: image_size=36 must be divisible by 2\\*\\*3"):
+        preset("tiny", image_size=36, channel_mult=(1, 2), encoder_head="flatten")
+    preset("tiny", image_size=36, channel_mult=(1, 2))  # the pooling head takes any size
