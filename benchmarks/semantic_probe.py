@@ -11,7 +11,9 @@ preset at 32 px: batch 16, AdamW at 5e-4 with 50 warm-up steps, clipping at 1, E
 encoder's z_sem of the train faces and scores the first 64 test faces (``linear_probe_auroc`` of the
 training benchmark: what a linear read-out of z_sem reaches, the ceiling of stage 2's classifiers). At
 the end it adds the test faces' reconstruction PSNR. ``--set KEY=VALUE`` overrides fields of the model
-preset (``fet.models.presets.ImageModelConfig``). Prints one JSON line per probe and a summary line.
+preset (``fet.models.presets.ImageModelConfig``). ``--pca K ...`` first probes the K leading principal
+components of the pixels, the best a K-dimensional linear code of the images can do on this read-out.
+Prints one JSON line per probe and a summary line.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: two runs side by side on 2 cores)")
+    p.add_argument("--pca", type=int, nargs="*", default=[], metavar="K",
+                   help="also probe the K leading principal components of the pixels")  # fmt: skip
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a model preset field, e.g. encoder_head=flatten (repeatable)")  # fmt: skip
     args = p.parse_args()
@@ -72,6 +76,13 @@ def main() -> None:
     except ConfigError as e:
         raise SystemExit(str(e)) from None
     train, test = faces(args.shards, "train", args.size, None), faces(args.shards, "test", args.size, 64)
+    for k in args.pca:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(k, random_state=args.seed).fit(train[0].flatten(1).numpy())
+        codes = [pca.transform(x.flatten(1).numpy()) for x in (train[0], test[0])]
+        value = linear_probe_auroc(codes[0], train[1].numpy(), codes[1], test[1].numpy())
+        print(json.dumps({"pixels_pca": k, "probe_auroc": value}), flush=True)
     torch.manual_seed(args.seed)
     model = DiffusionAutoencoder(cfg).train()
     ema = EMA(model, 0.995)
