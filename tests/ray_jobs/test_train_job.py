@@ -9,6 +9,7 @@ import json
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import psutil
@@ -21,6 +22,7 @@ from fet.config import load_config
 from fet.data.shards import read_rows
 from fet.training.job_config import TrainJobConfig
 from ray_jobs import export_bundle, tracking
+from ray_jobs.demo import PAIRED_WORKER_CPUS, WAVES
 from ray_jobs.train import run
 
 pytestmark = pytest.mark.timeout(900)
@@ -40,16 +42,24 @@ def loss_history(uri: str, run_id: str) -> list[float]:
 def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_shards, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     s1 = str(tmp_path / "stage1")
-    plans = [
-        ("stage1", ["steps=30", "optim.lr=1e-3", "optim.warmup_steps=5", "task.eval_steps=5"]),
-        ("stage2", ["steps=30", f"task.autoencoder={s1}", "task.eval_steps=3"]),
-        ("audio", ["steps=40", "optim.lr=3e-3", "optim.warmup_steps=5"]),
-        ("stage3", ["steps=20", f"task.autoencoder={s1}", "optim.lr=1e-3", "optim.warmup_steps=5",
-                    "task.eval_steps=3"]),
-    ]  # fmt: skip
+    plans = {
+        "stage1": ["steps=30", "optim.lr=1e-3", "optim.warmup_steps=5", "task.eval_steps=5"],
+        "stage2": ["steps=30", f"task.autoencoder={s1}", "task.eval_steps=3"],
+        "audio": ["steps=40", "optim.lr=3e-3", "optim.warmup_steps=5"],
+        "stage3": ["steps=20", f"task.autoencoder={s1}", "optim.lr=1e-3", "optim.warmup_steps=5",
+                   "task.eval_steps=3"],
+    }  # fmt: skip
+    # two jobs at a time from two driver threads, as the demo runs them: stage 1 beside stage A, then the
+    # stages that load stage 1's encoder; 4 workers × 0.45 CPU leave the 2-CPU Ray room for the read tasks
+    summaries = {}
+    for wave in WAVES:
+        with ThreadPoolExecutor(len(wave)) as pool:
+            runs = {s: pool.submit(run, job(s, tmp_path, synthtalk_shards, *plans[s],
+                                            f"scaling.cpus_per_worker={PAIRED_WORKER_CPUS}")) for s in wave}  # fmt: skip
+            summaries |= {s: r.result() for s, r in runs.items()}
     client = MlflowClient(uri)
-    for stage, overrides in plans:
-        summary = run(job(stage, tmp_path, synthtalk_shards, *overrides))
+    for stage, overrides in plans.items():
+        summary = summaries[stage]
         steps = int(next(o for o in overrides if o.startswith("steps="))[6:])
         assert summary["steps"] == steps and summary["metrics"]["resumed_from"] == ""
         losses = loss_history(uri, summary["mlflow_run_id"])
@@ -66,7 +76,7 @@ def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_sha
         assert info["mlflow_run_id"] == r.info.run_id and info["model_version"] == "1"
     m1 = client.get_run(json.loads((tmp_path / "stage1" / "training_run.json").read_text())["mlflow_run_id"])
     assert "val_reconstruction_psnr_db" in m1.data.metrics
-    export_bundle.main(["--out", str(tmp_path / "bundle"), *[f"--{s}={tmp_path / s}" for s, _ in plans]])
+    export_bundle.main(["--out", str(tmp_path / "bundle"), *[f"--{s}={tmp_path / s}" for s in plans]])
     bundle = load_bundle(str(tmp_path / "bundle"))
     assert set(bundle.info["runs"]) == {"stage1", "stage2", "audio", "stage3"}
     assert bundle.image_cfg.image_size == 32
