@@ -71,8 +71,9 @@ def main() -> None:
                    help="a model preset field, e.g. encoder_head=flatten (repeatable)")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    fields = parse_sets(args.sets)
     try:
-        cfg = resolve_model({"preset": "tiny", "image_size": args.size, **parse_sets(args.sets)}, where="--set")
+        cfg = resolve_model({"preset": "tiny", "image_size": args.size, **fields}, where="--set")
     except ConfigError as e:
         raise SystemExit(str(e)) from None
     train, test = faces(args.shards, "train", args.size, None), faces(args.shards, "test", args.size, 64)
@@ -103,7 +104,7 @@ def main() -> None:
             print(json.dumps({"step": step, "probe_auroc": probes[step], "loss": loss.item(),
                               "seconds": round(time.time() - start)}), flush=True)  # fmt: skip
     psnr_db, _ = reconstruction_report(ema.shadow.eval(), test[0][:32], 20)
-    summary = {"model": parse_sets(args.sets), "train_faces": len(train[0]), "probe_auroc": probes,
+    summary = {"model": fields, "train_faces": len(train[0]), "probe_auroc": probes,
                "reconstruction_psnr_db": psnr_db, "seconds": round(time.time() - start)}  # fmt: skip
     print(json.dumps(summary), flush=True)
 
