@@ -58,7 +58,10 @@ class LocalHead:
                 continue
         _, alive = psutil.wait_procs(procs, timeout=grace)
         for p in alive:
-            p.kill()
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:  # it exited between the wait and the kill
+                continue
 
 
 def start_head(num_cpus: int = 2, temp: Path | None = None) -> LocalHead:

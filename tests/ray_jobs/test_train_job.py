@@ -93,8 +93,13 @@ def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, kill
         history = MlflowClient(cfg.mlflow.tracking_uri).get_metric_history(run_id, "loss")
         if max((m.step for m in history), default=0) < cfg.checkpoint.every + 5:
             continue
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
+        # only this test's Ray: `ray.init()` started its raylet as a child of this process, and the
+        # raylet starts the workers, so another Ray on the machine (a benchmark) is never touched
+        for p in psutil.Process().children(recursive=True):
+            try:
+                cmd = " ".join(p.cmdline())
+            except psutil.NoSuchProcess:
+                continue
             if cmd.startswith("ray::RayTrainWorker"):
                 p.send_signal(signal.SIGKILL)
                 killed.append(cmd)
