@@ -35,7 +35,8 @@ from fet.data.shards import read_rows, unpack
 from fet.data.sources import SourceConfig
 from fet.data.synthtalk.__main__ import generate
 from fet.diffusion.ddim import ddim_invert, ddim_sample
-from fet.editing.attributes import ATTRIBUTE_INDEX
+from fet.editing.attributes import ATTRIBUTE_INDEX, AttributeLibrary
+from fet.editing.classifier import AttributeClassifier
 from fet.editing.edit import edit_semantic
 from fet.editor import load_attribute_classifier, load_attribute_library
 from fet.images import to_uint8
@@ -120,7 +121,8 @@ def image_metrics(out: Path, shards: str, n: int, steps: int, alphas: list[float
     }
 
 
-def edit_success(ae, clf, library, z, x_T, good: list[str], alpha: float, steps: int) -> tuple[int, int, dict]:
+def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: AttributeLibrary, z: torch.Tensor,
+                 x_T: torch.Tensor, good: list[str], alpha: float, steps: int) -> tuple[int, int, dict]:  # fmt: skip
     """Edit every face lacking a target attribute by α along its direction, decode, re-encode; a success is
     the target on by the classifier with ≥ 90% of the other well-predicted attributes unchanged."""
     tried = flipped = 0
