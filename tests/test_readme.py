@@ -1,0 +1,45 @@
+"""The README's commands name modules that exist and configs that load, so a newcomer who copies one gets
+the job it describes, not an import error or a missing file."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.test_cluster import check_entrypoint
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+JOB_MODULES = re.compile(r"ray_jobs\.(preprocess|evaluate|train_\w+)$")
+
+
+def readme_commands() -> list[str]:
+    """``python -m MODULE ...`` of every bash block of the README, one per command, continuations joined."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            commands += [m.group(0).strip() for m in re.finditer(r"python -m [\w.]+[^;&|#]*", line)]
+    return commands
+
+
+def test_the_readme_shows_every_job():
+    modules = {shlex.split(c)[2] for c in readme_commands()}
+    wanted = {"ray_jobs.preprocess", "ray_jobs.train_stage1", "ray_jobs.train_stage2", "ray_jobs.train_audio",
+              "ray_jobs.train_stage3", "ray_jobs.export_bundle", "ray_jobs.evaluate"}  # fmt: skip
+    assert wanted <= modules, sorted(wanted - modules)
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command_names_a_module_and_a_config_that_exist(command):
+    argv = shlex.split(command)
+    module = argv[2]
+    if JOB_MODULES.search(module):
+        check_entrypoint(command)  # the config loads into that job's config and names its stage
+        return
+    assert importlib.util.find_spec(module) is not None, f"{module}: no such module"
+    if "--config" in argv:
+        config = README.parent / argv[argv.index("--config") + 1]
+        assert config.is_file(), f"{command}: {config} is missing"
