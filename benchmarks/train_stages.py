@@ -5,7 +5,8 @@
     python benchmarks/train_stages.py --out /tmp/b --steps1 200 --steps3 100 # a quick look
     python benchmarks/train_stages.py --out /tmp/h --stage1-set task.timesteps=high_noise
 
-Prints, on the test split (never trained on): stage-1 reconstruction PSNR; stage-2 mean attribute AUROC;
+Prints, on the test split (never trained on): stage-1 reconstruction PSNR; stage-2 attribute AUROC, the mean
+and per attribute beside what a linear read-out of z_sem and of the pixels reaches;
 edit success (faces whose target attribute flips by the classifier after edit → decode → re-encode
 while the other well-predicted attributes keep their labels); stage-A mouth-opening correlation with
 the ground truth; stage-3 landmark error of generated frames against the driving landmarks (MediaPipe
@@ -35,7 +36,7 @@ from fet.data.shards import read_rows, unpack
 from fet.data.sources import SourceConfig
 from fet.data.synthtalk.__main__ import generate
 from fet.diffusion.ddim import ddim_invert, ddim_sample
-from fet.editing.attributes import ATTRIBUTE_INDEX, AttributeLibrary
+from fet.editing.attributes import ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES, AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
 from fet.editing.edit import edit_semantic
 from fet.editor import load_attribute_classifier, load_attribute_library
@@ -70,20 +71,26 @@ def faces(shards: str, split: str, size: int, limit: int | None) -> tuple[torch.
     return images, torch.as_tensor(np.stack([np.asarray(r["attributes"], np.int64) for r in rows]))
 
 
-def linear_probe_auroc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Mean test AUROC of one logistic regression per attribute (labelled, both classes in both splits),
-    fitted to convergence on standardised features: what a linear read-out of these features reaches."""
+def linear_probe_aurocs(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                        test_y: np.ndarray) -> dict[str, float]:  # fmt: skip
+    """Test AUROC per attribute (labelled, both classes in both splits) of one logistic regression fitted
+    to convergence on standardised features: what a linear read-out of these features reaches."""
     from sklearn.linear_model import LogisticRegression
 
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    aucs = []
-    for k in range(train_y.shape[1]):
+    aucs = {}
+    for k, name in enumerate(CELEBA_ATTRIBUTES[: train_y.shape[1]]):
         fit, test = train_y[:, k] >= 0, test_y[:, k] >= 0
         if len(set(train_y[fit, k])) == 2 and len(set(test_y[test, k])) == 2:
             probe = LogisticRegression(C=1.0, max_iter=5000).fit(train_x[fit], train_y[fit, k])
-            aucs.append(auroc(probe.decision_function(test_x[test]), test_y[test, k] == 1))
-    return float(np.mean(aucs))
+            aucs[name] = auroc(probe.decision_function(test_x[test]), test_y[test, k] == 1)
+    return aucs
+
+
+def linear_probe_auroc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Mean over attributes of ``linear_probe_aurocs``."""
+    return float(np.mean(list(linear_probe_aurocs(train_x, train_y, test_x, test_y).values())))
 
 
 @torch.no_grad()
@@ -98,12 +105,18 @@ def image_metrics(out: Path, shards: str, n: int, steps: int, alphas: list[float
     good = [a for a, v in aucs.items() if v >= 0.9]
     train_images, train_labels = faces(shards, "train", ae.cfg.image_size, None)
     train_z = torch.cat([ae.encode(chunk) for chunk in train_images.split(64)])
-    probes = {  # the same test faces read out linearly from z_sem and from the pixels themselves
-        "stage2_auroc_linear_probe_z_sem": linear_probe_auroc(train_z.numpy(), train_labels.numpy(), z.numpy(),
-                                                              labels.numpy()),
-        "stage2_auroc_linear_probe_pixels": linear_probe_auroc(train_images.flatten(1).numpy(), train_labels.numpy(),
-                                                               images.flatten(1).numpy(), labels.numpy()),
-    }  # fmt: skip
+    # the same test faces read out linearly from z_sem and from the pixels themselves
+    probe_z = linear_probe_aurocs(train_z.numpy(), train_labels.numpy(), z.numpy(), labels.numpy())
+    probe_pixels = linear_probe_aurocs(train_images.flatten(1).numpy(), train_labels.numpy(),
+                                       images.flatten(1).numpy(), labels.numpy())  # fmt: skip
+    probes = {
+        "stage2_auroc_linear_probe_z_sem": float(np.mean(list(probe_z.values()))),
+        "stage2_auroc_linear_probe_pixels": float(np.mean(list(probe_pixels.values()))),
+        "stage2_auroc_by_attribute": {  # classifier / probe on z_sem / probe on pixels
+            name: {"classifier": aucs[name], "probe_z_sem": probe_z.get(name), "probe_pixels": probe_pixels.get(name)}
+            for name in aucs
+        },
+    }
     library = load_attribute_library(str(out / "stage2"))  # the edit strength stage 2 exported
     alphas = alphas or [library.default_alpha]
     sweep = {alpha: edit_success(ae, clf, library, z, x_T, good, alpha, steps) for alpha in alphas}
