@@ -208,6 +208,16 @@ def check_bundle(uri: str) -> dict:
     return info
 
 
+def held_out_aurocs(info: dict) -> dict[str, float]:
+    """Attribute → AUROC of its stage-2 classifier on the held-out faces of its training run, from a
+    bundle.json (``check_bundle``); attributes the run did not score (or a bundle without training
+    metrics) are absent. How far an edit of that attribute can be trusted: near 0.5 the classifier, and
+    so its edit direction, reads nothing of the attribute."""
+    stage2 = (info.get("metrics") or {}).get("stage2") or {}
+    prefix = "val_auroc/"
+    return {k[len(prefix) :]: float(v) for k, v in stage2.items() if k.startswith(prefix) and v is not None}
+
+
 def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
     info = check_bundle(uri)
     try:

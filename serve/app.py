@@ -15,6 +15,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from fet.bundle import check_bundle, held_out_aurocs
 from fet.editor import load_attribute_classifier, load_attribute_library
 from serve.deployments import Animator, Encoder, Renderer
 from serve.ingress import Ingress
@@ -39,12 +40,13 @@ def build_app(args: AppOptions) -> Application:
     options = args.model_dump()
     library = load_attribute_library(args.bundle)
     trained = load_attribute_classifier(args.bundle).trained_attributes
+    aurocs = held_out_aurocs(check_bundle(args.bundle))
     encoder = Encoder.options(**_deployment_options(args.encoder)).bind(options)
     animator = Animator.options(**_deployment_options(args.animator)).bind(options)
     renderer = Renderer.options(**_deployment_options(args.renderer)).bind(options)
     settings = {"default_alpha": library.default_alpha, "max_abs_alpha": library.max_abs_alpha}
     return Ingress.options(**_deployment_options(args.ingress)).bind(encoder, animator, renderer, options, settings,
-                                                                     trained)  # fmt: skip
+                                                                     trained, aurocs)  # fmt: skip
 
 
 def run(args: AppOptions, port: int = 8000, name: str = "faceedittalker", blocking: bool = False):

@@ -125,12 +125,14 @@ class MediaForm:
 @serve.ingress(app)
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, animator: DeploymentHandle, renderer: DeploymentHandle,
-                 options: dict[str, Any], library: dict[str, float], trained: list[str]) -> None:  # fmt: skip
+                 options: dict[str, Any], library: dict[str, float], trained: list[str],
+                 aurocs: dict[str, float] | None = None) -> None:  # fmt: skip
         self.encoder, self.animator, self.renderer = encoder, animator, renderer
         self.options = AppOptions(**options)
         self.store = StateStore(self.options.state_dir)
         self.attribute_library = AttributeLibrary(**library)
         self.library, self.trained = self.attribute_library.describe(), set(trained)
+        self.aurocs = aurocs or {}  # held-out AUROC of each attribute's classifier (fet.bundle.held_out_aurocs)
         self.names = {s.lower(): a["name"] for a in self.library for s in [a["name"], *a["synonyms"]]}
         self.max_alpha = self.attribute_library.max_abs_alpha
         app.state.api_key = _read_api_key(self.options)
@@ -231,7 +233,10 @@ class Ingress:
 
     @app.get("/v1/attributes", dependencies=[Depends(_check_key)])
     async def attributes(self) -> dict:
-        return {"attributes": [a | {"trained": a["name"] in self.trained} for a in self.library],
+        """Each attribute with its synonyms, whether it can be edited, and ``held_out_auroc``: how well its
+        classifier (whose normal is the edit direction) read it on held-out faces, null when not measured."""
+        return {"attributes": [a | {"trained": a["name"] in self.trained, "held_out_auroc": self.aurocs.get(a["name"])}
+                               for a in self.library],
                 "alpha_range": [-self.max_alpha, self.max_alpha]}  # fmt: skip
 
     @app.post("/v1/references", dependencies=[Depends(_check_key)])

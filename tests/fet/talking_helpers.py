@@ -26,8 +26,9 @@ GUIDER = PoseGuiderConfig(stem_channels=(8, 16), attention_head_dim=16, num_grou
 
 
 def build_bundle(out: Path, autoencoder: DiffusionAutoencoder | None = None, audio: AudioEncoderConfig | None = None,
-                 pipeline: dict | None = None) -> str:  # fmt: skip
-    """Random (or given) tiny components → the four stage directories → ``export_bundle``."""
+                 pipeline: dict | None = None, metrics: dict | None = None) -> str:  # fmt: skip
+    """Random (or given) tiny components → the four stage directories → ``export_bundle`` (with ``metrics``,
+    stage → training metrics, as the export job reads them from each stage's ``training_run.json``)."""
     torch.manual_seed(0)
     ae = autoencoder or DiffusionAutoencoder(tiny_config())
     ae.save(str(out / "stage1"))
@@ -50,7 +51,7 @@ def build_bundle(out: Path, autoencoder: DiffusionAutoencoder | None = None, aud
     return export_bundle(
         str(out / "bundle"), image_dir=str(out / "stage1"), talker_dir=str(out / "stage3"),
         editing_dir=str(out / "stage2"), audio_dir=str(out / "audio"), runs={"stage1": "test"},
-        pipeline=pipeline or {"steps": 4, "batch_size": 4},
+        pipeline=pipeline or {"steps": 4, "batch_size": 4}, metrics=metrics,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from fet import storage
-from fet.bundle import load_bundle
+from fet.bundle import held_out_aurocs, load_bundle
 from fet.config import load_config
 from fet.data.shards import read_rows
 from fet.training.job_config import TrainJobConfig
@@ -79,6 +79,10 @@ def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_sha
     export_bundle.main(["--out", str(tmp_path / "bundle"), *[f"--{s}={tmp_path / s}" for s in plans]])
     bundle = load_bundle(str(tmp_path / "bundle"))
     assert set(bundle.info["runs"]) == {"stage1", "stage2", "audio", "stage3"}
+    # the held-out AUROC of every classifier stage 2 scored travels in the bundle to the API
+    scored = {k.removeprefix("val_auroc/"): v for k, v in summaries["stage2"]["metrics"].items()
+              if k.startswith("val_auroc/")}  # fmt: skip
+    assert scored and held_out_aurocs(bundle.info) == pytest.approx(scored)
     assert bundle.image_cfg.image_size == 32
 
 

@@ -22,6 +22,7 @@ from tests.fet.talking_helpers import build_bundle, speech
 pytestmark = pytest.mark.timeout(600)
 KEY = "test-key-123"
 SIZE = 0  # the bundle's image size, set by the server fixture
+STAGE2_METRICS = {"val_auroc/Eyeglasses": 0.97, "val_auroc/Smiling": 0.5, "val_auroc_mean": 0.735}
 BUNDLE = ""  # its directory, set by the server fixture
 
 
@@ -40,7 +41,7 @@ def server(tmp_path_factory):
     from serve.options import AppOptions
 
     tmp = tmp_path_factory.mktemp("serve")
-    bundle = build_bundle(tmp)
+    bundle = build_bundle(tmp, metrics={"stage2": STAGE2_METRICS})
     global SIZE, BUNDLE
     BUNDLE = bundle
     SIZE = json.loads((tmp / "bundle" / "denoiser.json").read_text())["config"]["image_size"]
@@ -86,8 +87,12 @@ def test_health_docs_and_attributes(server):
     assert {"/v1/edit", "/v1/generate", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/interpolate"} <= set(spec["paths"])
     assert requests.get(f"{server}/docs").status_code == 200
     attrs = requests.get(f"{server}/v1/attributes", headers={"X-API-Key": KEY}).json()
-    glasses = next(a for a in attrs["attributes"] if a["name"] == "Eyeglasses")
+    by_name = {a["name"]: a for a in attrs["attributes"]}
+    glasses = by_name["Eyeglasses"]
     assert "glasses" in glasses["synonyms"] and attrs["alpha_range"] == [-1.0, 1.0]
+    # the held-out AUROC of each classifier, from the training metrics the bundle carries; null when unmeasured
+    assert glasses["held_out_auroc"] == 0.97 and by_name["Smiling"]["held_out_auroc"] == 0.5
+    assert by_name["Young"]["held_out_auroc"] is None and by_name["Young"]["trained"] is True
 
 
 def test_edit_returns_png_and_reused_reference_is_faster(server, face):
