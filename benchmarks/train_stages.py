@@ -80,7 +80,7 @@ def linear_probe_aurocs(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nda
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     aucs = {}
-    for k, name in enumerate(CELEBA_ATTRIBUTES[: train_y.shape[1]]):
+    for k, name in enumerate(CELEBA_ATTRIBUTES):  # labels are (N, 40) in CelebA order
         fit, test = train_y[:, k] >= 0, test_y[:, k] >= 0
         if len(set(train_y[fit, k])) == 2 and len(set(test_y[test, k])) == 2:
             probe = LogisticRegression(C=1.0, max_iter=5000).fit(train_x[fit], train_y[fit, k])

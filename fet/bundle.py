@@ -215,7 +215,7 @@ def held_out_aurocs(info: dict) -> dict[str, float]:
     so its edit direction, reads nothing of the attribute."""
     stage2 = (info.get("metrics") or {}).get("stage2") or {}
     prefix = "val_auroc/"
-    return {k[len(prefix) :]: float(v) for k, v in stage2.items() if k.startswith(prefix) and v is not None}
+    return {k.removeprefix(prefix): float(v) for k, v in stage2.items() if k.startswith(prefix) and v is not None}
 
 
 def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
