@@ -10,8 +10,10 @@ and with ``--preview``, DIR/preview_grid.png (identities × attributes) and DIR/
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
+import multiprocessing.pool
 import time
 from functools import partial
 from pathlib import Path
@@ -43,6 +45,18 @@ def _write_clip(i: int, out: Path, seed: int, size: int, seconds: float) -> str:
     return name
 
 
+def _forked_pool(workers: int) -> mp.pool.Pool:
+    """A pool of forked workers that leave the caller's objects alone. A forked child would otherwise
+    collect the caller's garbage and run its finalisers, and a MediaPipe landmarker's close() waits there
+    on a thread the child does not have: the worker hangs. Frozen objects are never collected in the child."""
+    gc.collect()
+    gc.freeze()
+    try:
+        return mp.get_context("fork").Pool(workers)
+    finally:
+        gc.unfreeze()
+
+
 def generate(out: Path, images: int, clips: int, size: int = 64, seconds: float = 5.0, seed: int = 0, workers: int = 2,
              progress: bool = True) -> dict:  # fmt: skip
     """Write the world to ``out`` and return timing numbers."""
@@ -50,7 +64,7 @@ def generate(out: Path, images: int, clips: int, size: int = 64, seconds: float 
         for split in ("train", "val", "test"):
             (out / kind / split).mkdir(parents=True, exist_ok=True)
     stats: dict = {"size": size, "seed": seed}
-    with mp.get_context("fork").Pool(workers) as pool:
+    with _forked_pool(workers) as pool:
         t = time.time()
         labels = dict(tqdm(pool.imap(partial(_write_image, out=out, seed=seed, size=size), range(images), chunksize=16),
                            total=images, desc="SynthTalk images", disable=not progress))  # fmt: skip
