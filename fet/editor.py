@@ -20,14 +20,23 @@ from fet.images import center_square, load_image, to_pil, to_tensor
 
 def load_attribute_classifier(directory: str) -> AttributeClassifier:
     cfg = read_component_config(directory, "attribute_classifier", "attribute_classifier")
-    return load_weights(directory, "attribute_classifier", AttributeClassifier(int(cfg["z_dim"]))).eval()
+    model = AttributeClassifier(int(cfg["z_dim"]), label_model=bool(cfg.get("label_model", False)))
+    return load_weights(directory, "attribute_classifier", model).eval()
 
 
 def save_attribute_model(directory: str, classifier: AttributeClassifier, library: AttributeLibrary) -> None:
     """Write the classifier component and ``attribute_library.json`` (what stage 2 produces)."""
-    config = {"z_dim": classifier.z_dim, "attributes": list(CELEBA_ATTRIBUTES)}
+    config = {
+        "z_dim": classifier.z_dim,
+        "attributes": list(CELEBA_ATTRIBUTES),
+        "label_model": classifier.label_model is not None,
+    }
     save_component(directory, "attribute_classifier", classifier, "attribute_classifier", config)
-    settings = {"default_alpha": library.default_alpha, "max_abs_alpha": library.max_abs_alpha}
+    settings = {
+        "default_alpha": library.default_alpha,
+        "max_abs_alpha": library.max_abs_alpha,
+        "direction": library.direction,
+    }
     storage.write_text(storage.join(directory, "attribute_library.json"), json.dumps(settings, indent=2))
 
 

@@ -89,14 +89,22 @@ class ParsedEdits:
     matches: list[tuple[str, str, float]] = field(default_factory=list)  # (phrase, attribute, α)
 
 
+# how an edit of α moves z_sem (fet.editing.edit): along the classifier's normal (paper Eq. 1), or by the
+# attribute label model's predicted shift for the change of that one attribute (fet.editing.label_model)
+EDIT_DIRECTIONS = ("classifier", "label_model")
+
+
 class AttributeLibrary:
     """Maps attribute names and free text to (attribute, α) edits within a configured α range."""
 
-    def __init__(self, default_alpha: float = 0.3, max_abs_alpha: float = 1.0) -> None:
+    def __init__(self, default_alpha: float = 0.3, max_abs_alpha: float = 1.0, direction: str = "classifier") -> None:
         if not 0 < default_alpha <= max_abs_alpha:
             raise ValueError(f"default_alpha={default_alpha} must be in (0, max_abs_alpha={max_abs_alpha}]")
+        if direction not in EDIT_DIRECTIONS:
+            raise ValueError(f"direction={direction!r}: expected one of {list(EDIT_DIRECTIONS)}")
         self.default_alpha = default_alpha
         self.max_abs_alpha = max_abs_alpha
+        self.direction = direction
         phrases = {_phrase(a): (a, 1) for a in CELEBA_ATTRIBUTES}
         phrases.update(SYNONYMS)
         self.phrases = phrases

@@ -11,14 +11,17 @@ import torch
 from torch import nn
 
 from fet.editing.attributes import ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES
+from fet.editing.label_model import AttributeLabelModel
 
 
 class AttributeClassifier(nn.Module):
-    """40 linear classifiers ``σ(wᵀ norm(z) + b)`` plus the normalisation statistics of z_sem."""
+    """40 linear classifiers ``σ(wᵀ norm(z) + b)`` plus the normalisation statistics of z_sem, and
+    optionally the attribute label model fitted on the same faces (``label_model=True``)."""
 
-    def __init__(self, z_dim: int, num_attributes: int = len(CELEBA_ATTRIBUTES)) -> None:
+    def __init__(self, z_dim: int, num_attributes: int = len(CELEBA_ATTRIBUTES), label_model: bool = False) -> None:
         super().__init__()
         self.z_dim = z_dim
+        self.label_model = AttributeLabelModel(z_dim, num_attributes) if label_model else None
         self.linear = nn.Linear(z_dim, num_attributes)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
@@ -52,6 +55,10 @@ class AttributeClassifier(nn.Module):
             raise ValueError(f"attribute {attribute!r} has no trained classifier; editable: {trained}")
         w = self.linear.weight[i]
         return w / w.norm().clamp_min(1e-12)
+
+    def labels(self, z: torch.Tensor) -> torch.Tensor:
+        """z_sem (B, z_dim) → the attributes the trained classifiers read as present, booleans (B, 40)."""
+        return (self(z) > 0) & self.trained
 
     @property
     def trained_attributes(self) -> list[str]:

@@ -4,6 +4,9 @@
 
 With z normalised to unit variance per dimension, ‖norm(z)‖ ≈ √d, so α is a step measured in units of
 the code's own length: α = 0.3 moves the code by 30 % of its norm along the attribute direction.
+
+A library whose direction is ``label_model`` moves the code instead by what the attribute label model
+(``fet.editing.label_model``) predicts for the change of that attribute alone, scaled by |α|.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 
 from fet.editing.attributes import AttributeLibrary, ParsedEdits
 from fet.editing.classifier import AttributeClassifier
+from fet.editing.implications import implied_labels
 
 
 def edit_semantic(
@@ -25,14 +29,41 @@ def edit_semantic(
     """z_sem (B, d) and {attribute: α} → edited z_sem (B, d). Names/α are validated by the library."""
     if z_sem.ndim != 2 or z_sem.shape[1] != classifier.z_dim:
         raise ValueError(f"z_sem: expected (B, {classifier.z_dim}), got {tuple(z_sem.shape)}")
-    edits = (library or AttributeLibrary()).normalize(edits)
+    library = library or AttributeLibrary()
+    edits = library.normalize(edits)
     if not edits:
         return z_sem
     z = classifier.normalize(z_sem)
+    if library.direction == "label_model":
+        return classifier.denormalize(z + label_model_step(z_sem, classifier, edits))
     scale = math.sqrt(classifier.z_dim)
     for attribute, alpha in edits.items():
         z = z + alpha * scale * classifier.direction(attribute).to(z)
     return classifier.denormalize(z)
+
+
+def label_model_step(z_sem: torch.Tensor, classifier: AttributeClassifier, edits: dict[str, float]) -> torch.Tensor:
+    """The change of normalised z_sem (B, d) for {attribute: α} by the classifier's label model.
+
+    Each face's labels are what its classifiers read; an edit with α > 0 turns the attribute on (and what
+    that implies off: ``fet.editing.implications``), α < 0 turns it off, and |α| scales the predicted
+    shift, so α = 1 moves the code to where the model puts faces with the edited labels. An attribute the
+    face already has (or lacks, for α < 0) gives no shift.
+    """
+    model = classifier.label_model
+    if model is None or not bool(model.fitted):
+        raise ValueError(
+            "edit direction 'label_model' needs an attribute classifier with a fitted label model "
+            "(written by stage 2 since the label model was added); set the library's direction to 'classifier'"
+        )
+    labels = classifier.labels(z_sem)
+    step = torch.zeros(z_sem.shape[0], classifier.z_dim, dtype=model.weight.dtype, device=z_sem.device)
+    for attribute, alpha in edits.items():
+        classifier.direction(attribute)  # raises for attributes without a trained classifier
+        after = implied_labels(labels, attribute, on=alpha > 0)
+        step = step + abs(alpha) * model.shift(labels, after)
+        labels = after
+    return step.to(z_sem.dtype)
 
 
 def parse_edits(
