@@ -85,6 +85,8 @@ class Stage2Config:
     seed: int = 0
     default_alpha: float = 0.3
     max_abs_alpha: float = 1.0
+    edit_direction: str = "classifier"  # or "label_model" (fet.editing.label_model), fitted here either way
+    label_model_ridge: float = 10.0
 
 
 @dataclass

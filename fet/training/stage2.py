@@ -41,14 +41,17 @@ def fit_classifier(
     batch_size: int,
     seed: int,
     progress: bool = True,
+    ridge: float = 10.0,
 ) -> AttributeClassifier:
-    """Fit normalisation stats and one logistic regression per attribute that has both classes labelled."""
-    clf = AttributeClassifier(z.shape[1])
+    """Fit normalisation stats, one logistic regression per attribute that has both classes labelled, and
+    the attribute label model (ridge ``ridge``) on the same faces."""
+    clf = AttributeClassifier(z.shape[1], label_model=True)
     clf.fit_normalizer(z)
     has_both = (labels == 1).any(0) & (labels == 0).any(0)
     if not has_both.any():
         raise ValueError("labels: no attribute has both present (1) and absent (0) examples; nothing to train")
     clf.trained.copy_(has_both)
+    clf.label_model.fit(clf.normalize(z), torch.where(has_both, labels, 0), ridge)
     opt = torch.optim.AdamW(clf.linear.parameters(), lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
     masked = labels.clone()
@@ -85,8 +88,9 @@ def train_stage2(cfg: Stage2Config, progress: bool = True) -> dict:
     val = FaceImageDataset(cfg.data.images, size, cfg.data.attributes, "val", cfg.data.val_fraction)
     z_train, y_train = encode_dataset(model, train, progress=progress)
     z_val, y_val = encode_dataset(model, val, progress=progress)
-    clf = fit_classifier(z_train, y_train, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed, progress)
-    save_attribute_model(cfg.out, clf, AttributeLibrary(cfg.default_alpha, cfg.max_abs_alpha))
+    clf = fit_classifier(z_train, y_train, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed, progress,
+                         cfg.label_model_ridge)  # fmt: skip
+    save_attribute_model(cfg.out, clf, AttributeLibrary(cfg.default_alpha, cfg.max_abs_alpha, cfg.edit_direction))
     aucs = classifier_aurocs(clf, z_val, y_val)
     metrics = {
         "trained_attributes": clf.trained_attributes,

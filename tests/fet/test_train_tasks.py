@@ -17,6 +17,7 @@ from PIL import Image
 from fet.autoencoder import DiffusionAutoencoder
 from fet.config import ConfigError, load_config
 from fet.data.shards import read_rows
+from fet.editor import load_attribute_classifier
 from fet.training.epochs import EpochBatches
 from fet.training.job_config import JobOptim, TrainJobConfig, deepspeed_config
 from fet.training.optim import lr_lambda, step_generator
@@ -87,7 +88,14 @@ def test_stage2_task_learns_attributes(stage1_dir, synthtalk_shards, tmp_path):
     task.export(model.exported, str(tmp_path))
     library = json.loads((tmp_path / "attribute_library.json").read_text())  # the tiny config's α calibration
     assert (library["default_alpha"], library["max_abs_alpha"]) == (task.cfg.default_alpha, task.cfg.max_abs_alpha)
-    assert (task.cfg.default_alpha, task.cfg.max_abs_alpha) == (1.0, 2.0)
+    assert (task.cfg.default_alpha, task.cfg.max_abs_alpha, library["direction"]) == (1.0, 2.0, "label_model")
+    # the label model is fitted on the same faces and exported with the classifiers: it predicts their codes
+    clf = load_attribute_classifier(str(tmp_path))
+    z, labels = (torch.stack(t) for t in zip(*task.examples(rows[:64])))
+    labels = torch.where(clf.trained, labels, 0)
+    fit = clf.label_model.features(labels).float() @ clf.label_model.weight
+    residual = (clf.normalize(z) - fit).pow(2).mean() / clf.normalize(z).pow(2).mean()
+    assert residual < 0.9, residual  # 0.44 here; 1 for a model never fitted
 
 
 def test_audio_task_uses_precomputed_features_and_learns(synthtalk_shards, tmp_path):

@@ -30,6 +30,8 @@ class Stage2Section:
     autoencoder: str = "outputs/model"  # stage-1 component directory (frozen E_sem)
     default_alpha: float = 0.3
     max_abs_alpha: float = 1.0
+    edit_direction: str = "classifier"  # or "label_model" (fet.editing.label_model), fitted here either way
+    label_model_ridge: float = 10.0
     encode_batch: int = 64
     eval_steps: int = 20  # DDIM steps of the edit preview
     preview: list[str] | None = None  # attributes shown in the edit preview (default: the best three)
@@ -38,7 +40,7 @@ class Stage2Section:
 class Stage2Model(StageModel):
     def __init__(self, z_dim: int) -> None:
         super().__init__()
-        self.classifier = AttributeClassifier(z_dim)
+        self.classifier = AttributeClassifier(z_dim, label_model=True)
 
     @property
     def exported(self) -> AttributeClassifier:
@@ -104,6 +106,10 @@ class Stage2Task(TrainingTask[Stage2Section]):
                 f"{self.job.data.shards}: no attribute has both present (1) and absent (0) labels; "
                 "stage 2 needs image shards with attributes (CelebA-HQ annotation file or SynthTalk)"
             )
+        # the label model from every rank's sums, so each rank solves the same system
+        labels = torch.where(clf.trained.to(y.device), y, 0)
+        phi_phi, phi_z = clf.label_model.statistics((z - mean) / std, labels)
+        clf.label_model.solve(all_reduce_sum(phi_phi), all_reduce_sum(phi_z), self.cfg.label_model_ridge)
 
     @torch.no_grad()
     def report(self, model: AttributeClassifier, rows: list[dict[str, Any]]) -> Report:
@@ -122,7 +128,7 @@ class Stage2Task(TrainingTask[Stage2Section]):
         images = to_model_range(np.stack([decode_square(r["image"], ae.cfg.image_size) for r in rows]))
         z = ae.encode(images)
         x_T = ae.encode_stochastic(images, z, steps)
-        library = AttributeLibrary(self.cfg.default_alpha, self.cfg.max_abs_alpha)
+        library = self._library()
         cols = [ae.render(x_T, z, steps)]
         for name in attributes:
             if name in CELEBA_ATTRIBUTES and name in clf.trained_attributes:
@@ -130,5 +136,8 @@ class Stage2Task(TrainingTask[Stage2Section]):
         grid = torch.stack(cols, dim=1).flatten(0, 1)  # row-major: one face per row
         return encode_png(image_grid(grid, rows=len(rows)))
 
+    def _library(self) -> AttributeLibrary:
+        return AttributeLibrary(self.cfg.default_alpha, self.cfg.max_abs_alpha, self.cfg.edit_direction)
+
     def export(self, model: AttributeClassifier, out: str) -> None:
-        save_attribute_model(out, model, AttributeLibrary(self.cfg.default_alpha, self.cfg.max_abs_alpha))
+        save_attribute_model(out, model, self._library())
