@@ -125,7 +125,7 @@ class MediaForm:
 @serve.ingress(app)
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, animator: DeploymentHandle, renderer: DeploymentHandle,
-                 options: dict[str, Any], library: dict[str, float], trained: list[str],
+                 options: dict[str, Any], library: dict[str, Any], trained: list[str],
                  aurocs: dict[str, float] | None = None) -> None:  # fmt: skip
         self.encoder, self.animator, self.renderer = encoder, animator, renderer
         self.options = AppOptions(**options)
@@ -234,10 +234,12 @@ class Ingress:
     @app.get("/v1/attributes", dependencies=[Depends(_check_key)])
     async def attributes(self) -> dict:
         """Each attribute with its synonyms, whether it can be edited, and ``held_out_auroc``: how well its
-        classifier (whose normal is the edit direction) read it on held-out faces, null when not measured."""
+        classifier read it on held-out faces, null when not measured; ``direction``: how an edit moves the
+        code (the classifier's normal, or the label model's shift for that attribute alone)."""
         return {"attributes": [a | {"trained": a["name"] in self.trained, "held_out_auroc": self.aurocs.get(a["name"])}
                                for a in self.library],
-                "alpha_range": [-self.max_alpha, self.max_alpha]}  # fmt: skip
+                "alpha_range": [-self.max_alpha, self.max_alpha],
+                "direction": self.attribute_library.direction}  # fmt: skip
 
     @app.post("/v1/references", dependencies=[Depends(_check_key)])
     async def references(self, image: FileField = None) -> dict:

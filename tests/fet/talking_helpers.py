@@ -26,17 +26,21 @@ GUIDER = PoseGuiderConfig(stem_channels=(8, 16), attention_head_dim=16, num_grou
 
 
 def build_bundle(out: Path, autoencoder: DiffusionAutoencoder | None = None, audio: AudioEncoderConfig | None = None,
-                 pipeline: dict | None = None, metrics: dict | None = None) -> str:  # fmt: skip
+                 pipeline: dict | None = None, metrics: dict | None = None, direction: str = "classifier") -> str:  # fmt: skip
     """Random (or given) tiny components → the four stage directories → ``export_bundle`` (with ``metrics``,
-    stage → training metrics, as the export job reads them from each stage's ``training_run.json``)."""
+    stage → training metrics, as the export job reads them from each stage's ``training_run.json``).
+    ``direction="label_model"`` fits the classifier's label model to random labels and edits with it."""
     torch.manual_seed(0)
     ae = autoencoder or DiffusionAutoencoder(tiny_config())
     ae.save(str(out / "stage1"))
     save_talker(str(out / "stage3"), TalkerDenoiser.from_stage1(ae.denoiser, GUIDER))
-    clf = AttributeClassifier(ae.cfg.z_dim)
-    clf.fit_normalizer(torch.randn(64, ae.cfg.z_dim))
+    clf = AttributeClassifier(ae.cfg.z_dim, label_model=direction == "label_model")
+    z = torch.randn(64, ae.cfg.z_dim)
+    clf.fit_normalizer(z)
     clf.trained[:] = True
-    save_attribute_model(str(out / "stage2"), clf, AttributeLibrary())
+    if clf.label_model is not None:
+        clf.label_model.fit(clf.normalize(z), torch.randint(0, 2, (64, 40)), ridge=1.0)
+    save_attribute_model(str(out / "stage2"), clf, AttributeLibrary(direction=direction))
     audio = audio or AudioEncoderConfig(n_mels=16)
     dim = 16 * audio.stack if audio.kind == "mel" else None
     if dim is None:

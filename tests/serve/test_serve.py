@@ -41,7 +41,7 @@ def server(tmp_path_factory):
     from serve.options import AppOptions
 
     tmp = tmp_path_factory.mktemp("serve")
-    bundle = build_bundle(tmp, metrics={"stage2": STAGE2_METRICS})
+    bundle = build_bundle(tmp, metrics={"stage2": STAGE2_METRICS}, direction="label_model")
     global SIZE, BUNDLE
     BUNDLE = bundle
     SIZE = json.loads((tmp / "bundle" / "denoiser.json").read_text())["config"]["image_size"]
@@ -90,6 +90,7 @@ def test_health_docs_and_attributes(server):
     by_name = {a["name"]: a for a in attrs["attributes"]}
     glasses = by_name["Eyeglasses"]
     assert "glasses" in glasses["synonyms"] and attrs["alpha_range"] == [-1.0, 1.0]
+    assert attrs["direction"] == "label_model"  # how the bundle's edits move the code
     # the held-out AUROC of each classifier, from the training metrics the bundle carries; null when unmeasured
     assert glasses["held_out_auroc"] == 0.97 and by_name["Smiling"]["held_out_auroc"] == 0.5
     assert by_name["Young"]["held_out_auroc"] is None and by_name["Young"]["trained"] is True
