@@ -36,9 +36,10 @@ from fet.data.shards import read_rows, unpack
 from fet.data.sources import SourceConfig
 from fet.data.synthtalk.__main__ import generate
 from fet.diffusion.ddim import ddim_invert, ddim_sample
-from fet.editing.attributes import ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES, AttributeLibrary
+from fet.editing.attributes import ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES, EDIT_DIRECTIONS, AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
 from fet.editing.edit import edit_semantic
+from fet.editing.implications import implied_labels
 from fet.editor import load_attribute_classifier, load_attribute_library
 from fet.images import to_uint8
 from fet.landmarks.detector import FaceLandmarkDetector
@@ -94,7 +95,8 @@ def linear_probe_auroc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndar
 
 
 @torch.no_grad()
-def image_metrics(out: Path, shards: str, n: int, steps: int, alphas: list[float] | None = None) -> dict:
+def image_metrics(out: Path, shards: str, n: int, steps: int, alphas: list[float] | None = None,
+                  direction: str | None = None) -> dict:  # fmt: skip
     ae = DiffusionAutoencoder.load(str(out / "stage1"))
     clf = load_attribute_classifier(str(out / "stage2"))
     images, labels = faces(shards, "test", ae.cfg.image_size, n)
@@ -117,7 +119,9 @@ def image_metrics(out: Path, shards: str, n: int, steps: int, alphas: list[float
             for name in aucs
         },
     }
-    library = load_attribute_library(str(out / "stage2"))  # the edit strength stage 2 exported
+    library = load_attribute_library(str(out / "stage2"))  # the edit strength and direction stage 2 exported
+    if direction:
+        library.direction = direction
     alphas = alphas or [library.default_alpha]
     sweep = {alpha: edit_success(ae, clf, library, z, x_T, good, alpha, steps) for alpha in alphas}
     tried, flipped, by_attribute = sweep[alphas[0]]
@@ -127,19 +131,29 @@ def image_metrics(out: Path, shards: str, n: int, steps: int, alphas: list[float
         **probes,
         "stage2_attributes_auroc_ge_0.9": good,
         "edit_success": flipped / max(1, tried),
+        "edit_success_all_kept": rates(tried, flipped, by_attribute)["all_kept"],
         "edit_tried": tried,
         "edit_by_attribute": by_attribute,
         "edit_alpha": alphas[0],
-        "edit_by_alpha": {str(a): {"success": f / max(1, t), "by_attribute": b} for a, (t, f, b) in sweep.items()},
+        "edit_direction": library.direction,
+        "edit_by_alpha": {str(a): rates(t, f, b) for a, (t, f, b) in sweep.items()},
     }
+
+
+def rates(tried: int, flipped: int, by_attribute: dict) -> dict:
+    """Edit success and its all-kept variant at one α, with the counts by attribute."""
+    kept = sum(b["all_kept"] for b in by_attribute.values())
+    return {"success": flipped / max(1, tried), "all_kept": kept / max(1, tried), "by_attribute": by_attribute}
 
 
 def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: AttributeLibrary, z: torch.Tensor,
                  x_T: torch.Tensor, good: list[str], alpha: float, steps: int) -> tuple[int, int, dict]:  # fmt: skip
-    """Edit every face lacking a target attribute by α along its direction, decode, re-encode; a success is
-    the target on by the classifier with ≥ 90% of the other well-predicted attributes unchanged."""
+    """Edit every face lacking a target attribute by α, decode, re-encode; a success is the target on by the
+    classifier with ≥ 90% of the other well-predicted attributes as expected: unchanged, except those the
+    target turns off (``fet.editing.implications``: blond hair is no longer brown). ``all_kept`` counts the
+    successes with every one of them as expected."""
     tried = flipped = 0
-    by_attribute = {}  # attribute → faces edited, target on after the edit, target on with the others kept
+    by_attribute = {}  # attribute → faces edited, target on after the edit, successes, successes with all kept
     for attr in [a for a in EDIT_TARGETS if a in good]:
         i = ATTRIBUTE_INDEX[attr]
         absent = (clf(z)[:, i] < 0).nonzero().flatten()
@@ -147,13 +161,14 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
             continue
         edited = edit_semantic(z[absent], clf, {attr: alpha}, library)
         out_img = ae.render(x_T[absent], edited, steps)
-        before, after = clf(z[absent]) > 0, clf(ae.encode(out_img)) > 0
+        expected, after = implied_labels(clf(z[absent]) > 0, attr), clf(ae.encode(out_img)) > 0
         others = [ATTRIBUTE_INDEX[a] for a in good if a != attr]
-        kept = (before[:, others] == after[:, others]).float().mean(1) >= 0.9
+        same = (expected[:, others] == after[:, others]).float().mean(1)
+        success, all_kept = after[:, i] & (same >= 0.9), after[:, i] & (same == 1)
         tried += len(absent)
-        flipped += int((after[:, i] & kept).sum())
+        flipped += int(success.sum())
         by_attribute[attr] = {"edited": len(absent), "target_on": int(after[:, i].sum()),
-                              "success": int((after[:, i] & kept).sum())}  # fmt: skip
+                              "success": int(success.sum()), "all_kept": int(all_kept.sum())}  # fmt: skip
     return tried, flipped, by_attribute
 
 
@@ -271,6 +286,12 @@ def main() -> None:
     p.add_argument("--alpha", type=float, nargs="+", default=None,
                    help="edit strengths to measure edit success at (the first is the headline number); "
                         "default: the α stage 2 exported")  # fmt: skip
+    p.add_argument(
+        "--direction",
+        choices=EDIT_DIRECTIONS,
+        default=None,
+        help="edit direction to measure edit success with; default: the one stage 2 exported",
+    )
     p.add_argument("--measure-only", action="store_true",
                    help="measure the stages already trained in --out again (after a change to the measures); "
                         "the training numbers are kept from its benchmark.json")  # fmt: skip
@@ -279,7 +300,7 @@ def main() -> None:
     shards = str(out / "shards")
     results = json.loads((out / "benchmark.json").read_text()) if args.measure_only else train_all(args, out, shards)
     results |= {
-        **image_metrics(out, shards, 64, args.eval_steps, args.alpha),
+        **image_metrics(out, shards, 64, args.eval_steps, args.alpha, args.direction),
         "stageA_mouth_opening_corr": mouth_correlation(out, shards),
         **talker_landmark_error(out, shards, 4, 5, args.eval_steps),
     }
