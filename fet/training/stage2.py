@@ -82,6 +82,7 @@ def classifier_aurocs(clf: AttributeClassifier, z: torch.Tensor, labels: torch.T
 
 
 def train_stage2(cfg: Stage2Config, progress: bool = True) -> dict:
+    library = AttributeLibrary(cfg.default_alpha, cfg.max_abs_alpha, cfg.edit_direction)  # checked before any work
     model = DiffusionAutoencoder.load(cfg.autoencoder)
     size = model.cfg.image_size
     train = FaceImageDataset(cfg.data.images, size, cfg.data.attributes, "train", cfg.data.val_fraction, cfg.data.limit)
@@ -90,7 +91,7 @@ def train_stage2(cfg: Stage2Config, progress: bool = True) -> dict:
     z_val, y_val = encode_dataset(model, val, progress=progress)
     clf = fit_classifier(z_train, y_train, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed, progress,
                          cfg.label_model_ridge)  # fmt: skip
-    save_attribute_model(cfg.out, clf, AttributeLibrary(cfg.default_alpha, cfg.max_abs_alpha, cfg.edit_direction))
+    save_attribute_model(cfg.out, clf, library)
     aucs = classifier_aurocs(clf, z_val, y_val)
     metrics = {
         "trained_attributes": clf.trained_attributes,

@@ -96,6 +96,8 @@ def test_stage2_task_learns_attributes(stage1_dir, synthtalk_shards, tmp_path):
     fit = clf.label_model.features(labels).float() @ clf.label_model.weight
     residual = (clf.normalize(z) - fit).pow(2).mean() / clf.normalize(z).pow(2).mean()
     assert residual < 0.9, residual  # 0.44 here; 1 for a model never fitted
+    with pytest.raises(ValueError, match="direction='normal'"):  # named before any training
+        build_task(job("stage2", synthtalk_shards, f"task.autoencoder={stage1_dir}", "task.edit_direction=normal"))
 
 
 def test_audio_task_uses_precomputed_features_and_learns(synthtalk_shards, tmp_path):

@@ -62,6 +62,7 @@ class Stage2Task(TrainingTask[Stage2Section]):
 
     def __init__(self, job) -> None:
         super().__init__(job)
+        self._library()  # a bad α range or edit direction fails here, not after training
         self.autoencoder = DiffusionAutoencoder.load(self.cfg.autoencoder).requires_grad_(False)
 
     def to(self, device: torch.device, dtype: torch.dtype | None = None) -> None:
