@@ -16,10 +16,21 @@ BIN = Path(sys.executable).parent
 QUIET = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2", "RAY_DEDUP_LOGS": "1"}
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: each socket stays bound until all are chosen, since a port probed and
+    released may be handed out again by the next probe (two of a head's components then collide)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -67,12 +78,12 @@ class LocalHead:
 def start_head(num_cpus: int = 2, temp: Path | None = None) -> LocalHead:
     """Start a head on 127.0.0.1 with the dashboard (job submission) on a free port."""
     temp = temp or Path(tempfile.mkdtemp(prefix="fet-ray-"))  # short: Ray's socket paths have a length limit
-    port, dash = free_port(), free_port()
     # every fixed default port of a node moved to a free one, so a second Ray on this machine (a test, a
     # benchmark) does not take the job agent's port and leave the head unable to accept jobs
-    agent = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                     "metrics-export-port", "runtime-env-agent-port",
-                                                     "ray-client-server-port")]  # fmt: skip
+    names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port", "ray-client-server-port")  # fmt: skip
+    port, dash, *others = free_ports(2 + len(names))
+    agent = [f"--{name}={p}" for name, p in zip(names, others)]
     env = os.environ | QUIET | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     cmd = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
            f"--num-cpus={num_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
