@@ -124,16 +124,16 @@ def image_metrics(out: Path, shards: str, n: int, steps: int, alphas: list[float
         library.direction = direction
     alphas = alphas or [library.default_alpha]
     sweep = {alpha: edit_success(ae, clf, library, z, x_T, good, alpha, steps) for alpha in alphas}
-    tried, flipped, by_attribute = sweep[alphas[0]]
+    headline = rates(*sweep[alphas[0]])
     return {
         "stage1_psnr_db": psnr(rec, images),
         "stage2_auroc_mean": float(np.mean(list(aucs.values()))),
         **probes,
         "stage2_attributes_auroc_ge_0.9": good,
-        "edit_success": flipped / max(1, tried),
-        "edit_success_all_kept": rates(tried, flipped, by_attribute)["all_kept"],
-        "edit_tried": tried,
-        "edit_by_attribute": by_attribute,
+        "edit_success": headline["success"],
+        "edit_success_all_kept": headline["all_kept"],
+        "edit_tried": sweep[alphas[0]][0],
+        "edit_by_attribute": headline["by_attribute"],
         "edit_alpha": alphas[0],
         "edit_direction": library.direction,
         "edit_by_alpha": {str(a): rates(t, f, b) for a, (t, f, b) in sweep.items()},

@@ -32,12 +32,7 @@ def save_attribute_model(directory: str, classifier: AttributeClassifier, librar
         "label_model": classifier.label_model is not None,
     }
     save_component(directory, "attribute_classifier", classifier, "attribute_classifier", config)
-    settings = {
-        "default_alpha": library.default_alpha,
-        "max_abs_alpha": library.max_abs_alpha,
-        "direction": library.direction,
-    }
-    storage.write_text(storage.join(directory, "attribute_library.json"), json.dumps(settings, indent=2))
+    storage.write_text(storage.join(directory, "attribute_library.json"), json.dumps(library.settings(), indent=2))
 
 
 def load_attribute_library(directory: str) -> AttributeLibrary:

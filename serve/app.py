@@ -44,10 +44,8 @@ def build_app(args: AppOptions) -> Application:
     encoder = Encoder.options(**_deployment_options(args.encoder)).bind(options)
     animator = Animator.options(**_deployment_options(args.animator)).bind(options)
     renderer = Renderer.options(**_deployment_options(args.renderer)).bind(options)
-    settings = {"default_alpha": library.default_alpha, "max_abs_alpha": library.max_abs_alpha,
-                "direction": library.direction}  # fmt: skip
-    return Ingress.options(**_deployment_options(args.ingress)).bind(encoder, animator, renderer, options, settings,
-                                                                     trained, aurocs)  # fmt: skip
+    return Ingress.options(**_deployment_options(args.ingress)).bind(encoder, animator, renderer, options,
+                                                                     library.settings(), trained, aurocs)  # fmt: skip
 
 
 def run(args: AppOptions, port: int = 8000, name: str = "faceedittalker", blocking: bool = False):

@@ -112,6 +112,10 @@ class AttributeLibrary:
             r"\b(" + "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True)) + r")\b"
         )
 
+    def settings(self) -> dict:
+        """What ``attribute_library.json`` holds; ``AttributeLibrary(**settings)`` builds the same library."""
+        return {"default_alpha": self.default_alpha, "max_abs_alpha": self.max_abs_alpha, "direction": self.direction}
+
     def resolve(self, name: str) -> str:
         """An attribute given as its CelebA name (any case) or a synonym → the CelebA name."""
         if name in ATTRIBUTE_INDEX:
