@@ -34,6 +34,7 @@ from fet.training.epochs import EpochBatches
 from fet.training.job_config import TrainJobConfig, deepspeed_config
 from fet.training.optim import lr_lambda, step_generator
 from fet.training.tasks import StageModel, TrainingTask, build_task
+from fet.training.tasks.base import all_reduce
 from ray_jobs.tracking import RunLogger
 
 TAG = "ds"  # DeepSpeed checkpoint tag inside each Ray Train checkpoint
@@ -48,18 +49,12 @@ class TrainState:
 
 
 def _mean_over_ranks(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return t.tolist()
+    t = all_reduce(torch.tensor(values, dtype=torch.float64))
+    return (t / (dist.get_world_size() if dist.is_initialized() else 1)).tolist()
 
 
 def _min_over_ranks(value: int) -> int:
-    t = torch.tensor([value], dtype=torch.int64)
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return int(t.item())
+    return int(all_reduce(torch.tensor([value], dtype=torch.int64), dist.ReduceOp.MIN).item())
 
 
 def _gathered(engine, module: torch.nn.Module):

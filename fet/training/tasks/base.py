@@ -85,8 +85,17 @@ class TrainingTask(ABC, Generic[S]):
         """Write the (EMA) ``exported`` module as the component directory the bundle takes."""
 
 
+def all_reduce(t: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
+    """``op`` over data-parallel ranks (unchanged in a single process), returned on the device of ``t``.
+    NCCL reduces CUDA tensors only, so under it a CPU tensor goes through this rank's GPU and back."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    via = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    moved = t.to(via)
+    dist.all_reduce(moved, op=op)
+    return moved.to(t.device)
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over data-parallel ranks (unchanged in a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
+    """Sum over data-parallel ranks; see ``all_reduce``."""
+    return all_reduce(t)

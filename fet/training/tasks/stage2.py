@@ -109,7 +109,7 @@ class Stage2Task(TrainingTask[Stage2Section]):
             )
         # the label model from every rank's sums, so each rank solves the same system
         labels = torch.where(clf.trained.to(y.device), y, 0)
-        phi_phi, phi_z = clf.label_model.statistics((z - mean) / std, labels)
+        phi_phi, phi_z = clf.label_model.statistics(clf.normalize(z.to(clf.z_mean.device)).cpu(), labels)
         clf.label_model.solve(all_reduce_sum(phi_phi), all_reduce_sum(phi_z), self.cfg.label_model_ridge)
 
     @torch.no_grad()
