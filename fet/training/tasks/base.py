@@ -94,8 +94,3 @@ def all_reduce(t: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM)
     moved = t.to(via)
     dist.all_reduce(moved, op=op)
     return moved.to(t.device)
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over data-parallel ranks; see ``all_reduce``."""
-    return all_reduce(t)

@@ -21,7 +21,7 @@ from fet.editor import save_attribute_model
 from fet.images import encode_png, image_grid
 from fet.training.losses import attribute_bce_loss
 from fet.training.stage2 import classifier_aurocs
-from fet.training.tasks.base import Report, StageModel, TrainingTask, all_reduce_sum
+from fet.training.tasks.base import Report, StageModel, TrainingTask, all_reduce
 from fet.training.tasks.frames import decode_square, to_model_range
 
 
@@ -91,13 +91,13 @@ class Stage2Task(TrainingTask[Stage2Section]):
         """Normalisation statistics and trainable attributes from every rank's examples."""
         z = torch.stack([e[0] for e in examples]).double()
         y = torch.stack([e[1] for e in examples])
-        sums = all_reduce_sum(torch.stack([torch.full_like(z[0], len(z)), z.sum(0), (z * z).sum(0)]))
+        sums = all_reduce(torch.stack([torch.full_like(z[0], len(z)), z.sum(0), (z * z).sum(0)]))
         n, s, ss = sums
         if n[0] < 2:
             raise ValueError(f"{self.job.data.shards}: fewer than 2 training faces; stage 2 needs labelled faces")
         mean = s / n
         std = ((ss - n * mean * mean) / (n - 1)).clamp_min(1e-12).sqrt()
-        counts = all_reduce_sum(torch.stack([(y == 1).sum(0), (y == 0).sum(0)]))
+        counts = all_reduce(torch.stack([(y == 1).sum(0), (y == 0).sum(0)]))
         clf = model.classifier
         clf.z_mean.copy_(mean.float())
         clf.z_std.copy_(std.float().clamp_min(1e-6))
@@ -110,7 +110,7 @@ class Stage2Task(TrainingTask[Stage2Section]):
         # the label model from every rank's sums, so each rank solves the same system
         labels = torch.where(clf.trained.to(y.device), y, 0)
         phi_phi, phi_z = clf.label_model.statistics(clf.normalize(z.to(clf.z_mean.device)).cpu(), labels)
-        clf.label_model.solve(all_reduce_sum(phi_phi), all_reduce_sum(phi_z), self.cfg.label_model_ridge)
+        clf.label_model.solve(all_reduce(phi_phi), all_reduce(phi_z), self.cfg.label_model_ridge)
 
     @torch.no_grad()
     def report(self, model: AttributeClassifier, rows: list[dict[str, Any]]) -> Report:
