@@ -167,8 +167,14 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
         success, all_kept = after[:, i] & (same >= 0.9), after[:, i] & (same == 1)
         tried += len(absent)
         flipped += int(success.sum())
-        by_attribute[attr] = {"edited": len(absent), "target_on": int(after[:, i].sum()),
-                              "success": int(success.sum()), "all_kept": int(all_kept.sum())}  # fmt: skip
+        moved = (expected[:, others] != after[:, others]).sum(0)  # faces on which each other attribute moved
+        by_attribute[attr] = {
+            "edited": len(absent),
+            "target_on": int(after[:, i].sum()),
+            "success": int(success.sum()),
+            "all_kept": int(all_kept.sum()),
+            "others_changed": {CELEBA_ATTRIBUTES[j]: int(n) for j, n in zip(others, moved) if n},
+        }
     return tried, flipped, by_attribute
 
 
