@@ -15,7 +15,8 @@ from PIL import Image
 from fet import storage
 from fet.config import load_config
 from fet.data import shards
-from fet.data.preprocess import PreprocessConfig
+from fet.data.preprocess import PreprocessConfig, shard_kind
+from fet.data.sources import list_items
 from fet.landmarks.detector import FaceLandmarkDetector
 from fet.media.mp4 import write_mp4
 from fet.media.video import VideoReader
@@ -130,6 +131,21 @@ def test_bad_inputs_are_rejected_with_reasons(first_run, inputs):
         assert item in r["detail"] and str(inputs) in r["detail"], r  # the message names the input
     assert "no audio stream" in rejects["mute_000"]["detail"]
     assert stats["rows"] == 7 and stats["rejects"] == 5
+
+
+def test_shards_are_cut_in_input_order(first_run):
+    """Rows reach the shard writers in input order whichever actor finishes first (three of the clips are
+    rejected at once while the others take seconds), so every run cuts the same inputs into the same
+    shards: in input order, each shard holds segments that follow one another."""
+    cfg, _ = first_run
+    for source in cfg.sources:
+        order = {shards.item_key(item.source, item.item_id): i for i, item in enumerate(list_items(source))}
+        spans = sorted(
+            sorted((order[key], segment) for key, segments in side["segments"].items() for segment in segments)
+            for side in shards.read_sidecars(cfg.out, shard_kind(source))
+        )
+        held = [segment for span in spans for segment in span]
+        assert len(spans) > 1 and held == sorted(held), (source.kind, spans)
 
 
 def test_second_run_does_no_repeated_work(first_run):
