@@ -147,8 +147,8 @@ def image_metrics(out: Path, shards: str, n: int, steps: int, alphas: list[float
 
 def rates(by_attribute: dict) -> dict:
     """Edit success and its variants at one α, over every target, with the counts by attribute."""
-    tried = max(1, sum(b["edited"] for b in by_attribute.values()))
-    share = {k: sum(b[k] for b in by_attribute.values()) / tried for k in COUNTS}
+    tried = sum(b["edited"] for b in by_attribute.values())
+    share = {k: sum(b[k] for b in by_attribute.values()) / max(1, tried) for k in COUNTS}
     return {**share, "tried": tried, "by_attribute": by_attribute}
 
 
