@@ -59,14 +59,14 @@ class AddAudioFeatures:
 
 
 def run(cfg: PreprocessConfig) -> dict[str, Any]:
-    """Preprocess every pending input of every source → counts. Rows reach the shard writers in input
-    order (Ray Data's ``preserve_order``), so the same inputs are cut into the same shards on every run
-    whichever actor finishes first, and training, which reads the shards part by part, sees its rows in
-    the same order."""
+    """Preprocess every pending input of every source → counts. With ``ray.preserve_order`` (the default)
+    rows reach the shard writers in input order (Ray Data's ``preserve_order``), so the same inputs are cut
+    into the same shards on every run whichever actor finishes first, and training, which reads the shards
+    part by part, sees its rows in the same order."""
     import ray.data
 
     options = ray.data.DataContext.get_current().execution_options
-    preserve, options.preserve_order = options.preserve_order, True
+    preserve, options.preserve_order = options.preserve_order, cfg.ray.preserve_order
     try:
         return _run(cfg)
     finally:

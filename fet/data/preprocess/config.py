@@ -30,6 +30,9 @@ class RayDataConfig:
     gpus_per_worker: float = 0.0
     audio_workers: int = 0  # > 0: audio features in their own actors (wav2vec2 on GPUs)
     gpus_per_audio_worker: float = 0.0
+    # rows reach the shard writers in input order, so the same inputs make the same shards on every run;
+    # false lets the rows of a slow input not hold back the writes of those after it (a large cluster)
+    preserve_order: bool = True
 
 
 @dataclass
