@@ -121,3 +121,35 @@ def test_cli_writes_previews(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fet.data.synthtalk", "--out", str(tmp_path), "--size", "63"],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode != 0 and "--size 63: expected an even number" in bad.stderr
+
+
+def _plain_identity(k: int):
+    return sample_identity(item_rng(0, "test", k)).with_attributes(
+        Male=True, Brown_Hair=True, Eyeglasses=False, Wearing_Hat=False, Smiling=False, Mouth_Slightly_Open=False,
+        Pale_Skin=False, Wearing_Lipstick=False, No_Beard=True, Bangs=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("attribute", GRID_ATTRIBUTES)
+def test_each_attribute_shows_at_the_embedded_default_size(attribute):
+    """At the tiny preset's 32 px (1 px ≈ 1 cm of face) every attribute still changes a visible patch: a cue
+    below a pixel cannot be learned from the images, whatever the model."""
+    changed = []
+    for k in range(4):
+        ident = _plain_identity(k)
+        flipped = ident.with_attributes(**{attribute: not ident.has(attribute)})
+        a, b = (render(i, base_expression(i), np.zeros(6), 32)[0].astype(int) for i in (ident, flipped))
+        changed.append((np.abs(a - b).max(axis=2) > 24).sum())
+    assert np.mean(changed) >= 10, f"{attribute}: {changed} pixels of 32 × 32 changed"
+
+
+def test_forehead_shows_below_the_hairline_and_bangs_cover_it():
+    ident = _plain_identity(1)
+    for bangs in (False, True):
+        f = ident.with_attributes(Bangs=bangs)
+        image, lm, _ = render(f, base_expression(f), np.zeros(6), SIZE)
+        p = lm[:, :2] * SIZE
+        brow = (p[105] + p[334]) / 2
+        x, y = np.round(brow + 0.45 * (p[10] - brow)).astype(int)  # mid-forehead
+        gap = np.abs(image[y - 1 : y + 2, x - 1 : x + 2].astype(int) - f.hair_colour).max()
+        assert (gap <= 12) if bangs else (gap > 40), (bangs, image[y, x], f.hair_colour)

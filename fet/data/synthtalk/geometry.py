@@ -16,6 +16,7 @@ from fet.landmarks.face_mesh import contours, load_canonical_mesh
 
 UPPER_INNER_LIP, LOWER_INNER_LIP, MOUTH_LEFT, MOUTH_RIGHT, NOSE_TIP = 13, 14, 291, 61, 1
 LOWER_LIP = (146, 91, 181, 84, 17, 314, 405, 321, 375, 95, 88, 178, 87, 14, 317, 402, 318, 324)
+UPPER_INNER_LIP_LINE = (191, 80, 81, 82, 13, 312, 311, 310, 415)  # corners (78, 308) excluded
 IRIS_RADIUS_CM = 0.55
 
 
@@ -62,9 +63,11 @@ def face_points(identity: Identity, expr: Expression) -> np.ndarray:
         v[:, 0] += np.sign(centre[0]) * identity.eye_spacing * w
     # expression
     mouth_x = v[:, 0] - r["mouth_c"][0]
-    v[:, 0] += mouth_x * (0.25 * expr.stretch - 0.3 * expr.round + 0.12 * expr.smile) * r["mouth"]
+    v[:, 0] += mouth_x * (0.25 * expr.stretch - 0.3 * expr.round + 0.2 * expr.smile) * r["mouth"]
     v[:, 2] += 0.6 * expr.round * r["mouth"]
-    v[:, 1] += 0.7 * expr.smile * r["corners"]
+    # a smile lifts and spreads the corners and raises the upper lip off the teeth
+    v[:, 1] += 1.2 * expr.smile * r["corners"]
+    v[list(UPPER_INNER_LIP_LINE), 1] += 0.35 * expr.smile
     v[:, 1] -= 1.6 * expr.jaw * r["jaw"]
     iris = []
     for side in ("right_eye", "left_eye"):  # MediaPipe: 468–472 right iris, 473–477 left iris

@@ -17,6 +17,7 @@ from fet.landmarks.face_mesh import contours, load_canonical_mesh
 SS = 2  # supersampling factor
 SHADES = 24  # quantised shading levels
 DEPTH_BANDS = 4
+HAIRLINE_LEVEL, BANGS_LEVEL = 0.65, 0.1  # hair's lower edge between the brows (0) and the forehead top (1)
 LIGHT = np.array([0.35, 0.45, 0.82]) / np.linalg.norm([0.35, 0.45, 0.82])
 
 
@@ -122,11 +123,13 @@ def render_face(points: np.ndarray, identity: Identity, size: int, transform: np
             col = tuple(int(v) for v in np.clip(skin * (0.62 + 0.45 * level / SHADES), 0, 255))
             cv2.fillPoly(img, list(polys[band[shade[band] == level]]), col, cv2.LINE_8, shift=3)
 
-    # hair over the forehead: a hairline cap, or bangs down to the brows
+    # hair over the forehead: a hairline high on the forehead, or bangs down to the brows. Only the cranium
+    # points above the hairline go into the cap: points lower down at the temples would pull its convex hull
+    # down to the brows and hide the forehead either way
     if has_hair:
-        top_band = h["cranium"][(h["cranium"] - h["brow"]) @ up > 0]
-        line_level = 0.55 if not identity.has("Bangs") else 0.12
+        line_level = HAIRLINE_LEVEL if not identity.has("Bangs") else BANGS_LEVEL
         base = h["brow"] + up * line_level * np.linalg.norm(h["top"] - h["brow"])
+        top_band = h["cranium"][(h["cranium"] - base) @ up > 0]
         cap = np.concatenate([top_band, [base + right * 0.42 * height, base - right * 0.42 * height]])
         _poly(img, _hull(cap), hair)
 
@@ -170,7 +173,8 @@ def render_face(points: np.ndarray, identity: Identity, size: int, transform: np
     opening = np.linalg.norm(p[13, :2] - p[14, :2])
     if opening > 0.8:
         _poly(img, inner, (60, 18, 22))
-        teeth_h = min(opening * 0.35, 0.03 * height)
+        smiling = identity.has("Smiling")  # a smile bares the upper teeth
+        teeth_h = min(opening * (0.75 if smiling else 0.35), (0.06 if smiling else 0.03) * height)
         mask = np.zeros((S, S), np.uint8)
         _poly(mask, inner, 255)
         teeth = np.zeros_like(mask)

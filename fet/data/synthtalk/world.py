@@ -28,7 +28,7 @@ def split_of_identity(seed: int, kind: str, index: int, val: float = 0.1, test: 
 
 def base_expression(identity: Identity) -> Expression:
     return Expression(
-        jaw=0.35 if identity.has("Mouth_Slightly_Open") else 0.0, smile=1.0 if identity.has("Smiling") else 0.0
+        jaw=0.7 if identity.has("Mouth_Slightly_Open") else 0.0, smile=1.0 if identity.has("Smiling") else 0.0
     )
 
 
