@@ -54,12 +54,16 @@ def _regions(lm: np.ndarray) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("attribute", GRID_ATTRIBUTES)
-def test_each_attribute_changes_pixels_in_its_region_only(attribute):
-    ident = sample_identity(item_rng(0, "test", 1)).with_attributes(
+def _plain_identity(k: int):
+    return sample_identity(item_rng(0, "test", k)).with_attributes(
         Male=True, Brown_Hair=True, Eyeglasses=False, Wearing_Hat=False, Smiling=False, Mouth_Slightly_Open=False,
         Pale_Skin=False, Wearing_Lipstick=False, No_Beard=True, Bangs=False,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("attribute", GRID_ATTRIBUTES)
+def test_each_attribute_changes_pixels_in_its_region_only(attribute):
+    ident = _plain_identity(1)
     pose = np.zeros(6)
     base, lm, _ = render(ident, base_expression(ident), pose, SIZE)
     flipped = ident.with_attributes(**{attribute: not ident.has(attribute)})
@@ -121,13 +125,6 @@ def test_cli_writes_previews(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fet.data.synthtalk", "--out", str(tmp_path), "--size", "63"],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode != 0 and "--size 63: expected an even number" in bad.stderr
-
-
-def _plain_identity(k: int):
-    return sample_identity(item_rng(0, "test", k)).with_attributes(
-        Male=True, Brown_Hair=True, Eyeglasses=False, Wearing_Hat=False, Smiling=False, Mouth_Slightly_Open=False,
-        Pale_Skin=False, Wearing_Lipstick=False, No_Beard=True, Bangs=False,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("attribute", GRID_ATTRIBUTES)
