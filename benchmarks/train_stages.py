@@ -124,10 +124,11 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
     if direction:
         library.direction = direction
     alphas = alphas or [library.default_alpha]
-    z_rec = ae.encode(rec)  # the unedited round trip: what the codec alone does to the classifiers' reads
-    sweep = {alpha: edit_success(ae, clf, library, z, z_rec, x_T, good, alpha, steps) for alpha in alphas}
+    # the classifiers' reads of the source faces and of their unedited round trip (what the codec alone does)
+    read, read_rec = clf(z) > 0, clf(ae.encode(rec)) > 0
+    sweep = {alpha: edit_success(ae, clf, library, z, read, read_rec, x_T, good, alpha, steps) for alpha in alphas}
     good_idx = [ATTRIBUTE_INDEX[a] for a in good]
-    round_trip_kept = ((clf(z)[:, good_idx] > 0) == (clf(z_rec)[:, good_idx] > 0)).all(1).float().mean()
+    round_trip_kept = (read[:, good_idx] == read_rec[:, good_idx]).all(1).float().mean()
     headline = rates(sweep[alphas[0]])
     return {
         "stage1_psnr_db": psnr(rec, images),
@@ -154,7 +155,7 @@ def rates(by_attribute: dict) -> dict:
 
 
 def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: AttributeLibrary, z: torch.Tensor,
-                 z_rec: torch.Tensor, x_T: torch.Tensor, good: list[str], alpha: float,
+                 read: torch.Tensor, read_rec: torch.Tensor, x_T: torch.Tensor, good: list[str], alpha: float,
                  steps: int) -> dict:  # fmt: skip
     """Edit every face lacking a target attribute by α, decode, re-encode → counts by target attribute.
 
@@ -163,18 +164,19 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
     brown). Two variants beside it: ``success_90pct_kept`` asks for ≥ 90% of the others as expected (what
     runs before this counted as success; with 11 or more others it lets one change), and
     ``success_vs_reconstruction`` expects the others as the classifiers read them on the unedited round
-    trip (``z_rec``), which leaves out what the codec alone changes."""
+    trip (``read_rec``; ``read`` is their read of the source faces), which leaves out what the codec alone
+    changes."""
     by_attribute = {}
     for attr in [a for a in EDIT_TARGETS if a in good]:
         i = ATTRIBUTE_INDEX[attr]
-        absent = (clf(z)[:, i] < 0).nonzero().flatten()
+        absent = (~read[:, i]).nonzero().flatten()
         if len(absent) == 0:
             continue
         edited = edit_semantic(z[absent], clf, {attr: alpha}, library)
         after = clf(ae.encode(ae.render(x_T[absent], edited, steps))) > 0
         others = [ATTRIBUTE_INDEX[a] for a in good if a != attr]
-        expected = implied_labels(clf(z[absent]) > 0, attr)[:, others]
-        expected_rec = implied_labels(clf(z_rec[absent]) > 0, attr)[:, others]
+        expected = implied_labels(read[absent], attr)[:, others]
+        expected_rec = implied_labels(read_rec[absent], attr)[:, others]
         on, same = after[:, i], expected == after[:, others]
         by_attribute[attr] = {
             "edited": len(absent),
