@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,8 @@ from fet.training.tasks import build_task
 from fet.training.tasks.frames import decode_square, to_model_range
 
 EDIT_TARGETS = ["Eyeglasses", "Smiling", "Blond_Hair", "Wearing_Hat", "Bangs", "Black_Hair", "Mouth_Slightly_Open"]
-COUNTS = ("success", "success_90pct_kept", "success_vs_reconstruction")  # edit_success counts, as rates
+# edit_success counts, as rates
+COUNTS = ("success", "success_90pct_kept", "success_vs_reconstruction", "success_in_z_sem", "success_pixel_reader")
 
 
 def train(stage: str, out: Path, shards: str, overrides: list[str]) -> dict:
@@ -73,26 +75,47 @@ def faces(shards: str, split: str, size: int, limit: int | None) -> tuple[torch.
     return images, torch.as_tensor(np.stack([np.asarray(r["attributes"], np.int64) for r in rows]))
 
 
-def linear_probe_aurocs(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                        test_y: np.ndarray) -> dict[str, float]:  # fmt: skip
-    """Test AUROC per attribute (labelled, both classes in both splits) of one logistic regression fitted
-    to convergence on standardised features: what a linear read-out of these features reaches."""
-    from sklearn.linear_model import LogisticRegression
+class LinearProbe:
+    """One logistic regression per attribute (labelled, both classes present), fitted to convergence on
+    standardised features: what a linear read-out of these features reaches, and a reader of attributes
+    that never sees the semantic encoder when the features are pixels."""
 
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    aucs = {}
-    for k, name in enumerate(CELEBA_ATTRIBUTES):  # labels are (N, 40) in CelebA order
-        fit, test = train_y[:, k] >= 0, test_y[:, k] >= 0
-        if len(set(train_y[fit, k])) == 2 and len(set(test_y[test, k])) == 2:
-            probe = LogisticRegression(C=1.0, max_iter=5000).fit(train_x[fit], train_y[fit, k])
-            aucs[name] = auroc(probe.decision_function(test_x[test]), test_y[test, k] == 1)
-    return aucs
+    def __init__(self, train_x: np.ndarray, train_y: np.ndarray) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        self.mean, self.std = train_x.mean(0), train_x.std(0) + 1e-6
+        x = (train_x - self.mean) / self.std
+        self.models = {}
+        for k, name in enumerate(CELEBA_ATTRIBUTES):  # labels are (N, 40) in CelebA order
+            fit = train_y[:, k] >= 0
+            if len(set(train_y[fit, k])) == 2:
+                self.models[name] = LogisticRegression(C=1.0, max_iter=5000).fit(x[fit], train_y[fit, k])
+
+    def scores(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = (x - self.mean) / self.std
+        return {name: model.decision_function(x) for name, model in self.models.items()}
+
+    def reads(self, x: np.ndarray) -> torch.Tensor:
+        """Features (N, F) → the attributes read as present, booleans (N, 40) (False where no probe)."""
+        out = torch.zeros(len(x), len(CELEBA_ATTRIBUTES), dtype=torch.bool)
+        for name, score in self.scores(x).items():
+            out[:, ATTRIBUTE_INDEX[name]] = torch.from_numpy(score > 0)
+        return out
+
+    def aurocs(self, test_x: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
+        """Test AUROC per attribute with a probe and both classes labelled in the test set."""
+        aucs = {}
+        for name, score in self.scores(test_x).items():
+            k = ATTRIBUTE_INDEX[name]
+            test = test_y[:, k] >= 0
+            if len(set(test_y[test, k])) == 2:
+                aucs[name] = auroc(score[test], test_y[test, k] == 1)
+        return aucs
 
 
 def linear_probe_auroc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Mean over attributes of ``linear_probe_aurocs``."""
-    return float(np.mean(list(linear_probe_aurocs(train_x, train_y, test_x, test_y).values())))
+    """Mean over attributes of the test AUROCs of a ``LinearProbe`` fitted on the train features."""
+    return float(np.mean(list(LinearProbe(train_x, train_y).aurocs(test_x, test_y).values())))
 
 
 @torch.no_grad()
@@ -109,9 +132,9 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
     train_images, train_labels = faces(shards, "train", ae.cfg.image_size, None)
     train_z = torch.cat([ae.encode(chunk) for chunk in train_images.split(64)])
     # the same test faces read out linearly from z_sem and from the pixels themselves
-    probe_z = linear_probe_aurocs(train_z.numpy(), train_labels.numpy(), z.numpy(), labels.numpy())
-    probe_pixels = linear_probe_aurocs(train_images.flatten(1).numpy(), train_labels.numpy(),
-                                       images.flatten(1).numpy(), labels.numpy())  # fmt: skip
+    probe_z = LinearProbe(train_z.numpy(), train_labels.numpy()).aurocs(z.numpy(), labels.numpy())
+    pixel_reader = LinearProbe(train_images.flatten(1).numpy(), train_labels.numpy())
+    probe_pixels = pixel_reader.aurocs(images.flatten(1).numpy(), labels.numpy())
     probes = {
         "stage2_auroc_linear_probe_z_sem": float(np.mean(list(probe_z.values()))),
         "stage2_auroc_linear_probe_pixels": float(np.mean(list(probe_pixels.values()))),
@@ -124,11 +147,13 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
     if direction:
         library.direction = direction
     alphas = alphas or [library.default_alpha]
-    # the classifiers' reads of the source faces and of their unedited round trip (what the codec alone does)
-    read, read_rec = clf(z) > 0, clf(ae.encode(rec)) > 0
-    sweep = {alpha: edit_success(ae, clf, library, z, read, read_rec, x_T, good, alpha, steps) for alpha in alphas}
+    z_rec = ae.encode(rec)
+    src = Sources(z, x_T, clf(z) > 0, clf(z_rec) > 0, pixel_reader, pixel_reader.reads(images.flatten(1).numpy()))
+    sweep = {alpha: edit_success(ae, clf, library, src, good, alpha, steps) for alpha in alphas}
     good_idx = [ATTRIBUTE_INDEX[a] for a in good]
-    round_trip_kept = (read[:, good_idx] == read_rec[:, good_idx]).all(1).float().mean()
+    round_trip_kept = (src.read[:, good_idx] == src.read_rec[:, good_idx]).all(1).float().mean()
+    pixel_rec = pixel_reader.reads(rec.flatten(1).numpy())
+    pixel_kept = (src.pixel_read[:, good_idx] == pixel_rec[:, good_idx]).all(1).float().mean()
     headline = rates(sweep[alphas[0]])
     return {
         "stage1_psnr_db": psnr(rec, images),
@@ -137,12 +162,17 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
         "stage2_attributes_auroc_ge_0.9": good,
         "edit_success": headline["success"],
         "edit_success_90pct_kept": headline["success_90pct_kept"],
+        "edit_success_in_z_sem": headline["success_in_z_sem"],
+        "edit_success_pixel_reader": headline["success_pixel_reader"],
+        "edit_decode_residual": headline["decode_residual"],
         "edit_tried": headline["tried"],
         "edit_by_attribute": headline["by_attribute"],
         "edit_alpha": alphas[0],
         "edit_direction": library.direction,
         "edit_by_alpha": {str(a): rates(by_attribute) for a, by_attribute in sweep.items()},
         "round_trip_all_kept": float(round_trip_kept),
+        "round_trip_all_kept_pixel_reader": float(pixel_kept),
+        "round_trip_residual": float((clf.normalize(z_rec) - clf.normalize(z)).norm(dim=1).mean()),
         "test_faces": len(images),
     }
 
@@ -151,40 +181,69 @@ def rates(by_attribute: dict) -> dict:
     """Edit success and its variants at one α, over every target, with the counts by attribute."""
     tried = sum(b["edited"] for b in by_attribute.values())
     share = {k: sum(b[k] for b in by_attribute.values()) / max(1, tried) for k in COUNTS}
-    return {**share, "tried": tried, "by_attribute": by_attribute}
+    residual = sum(b["decode_residual"] * b["edited"] for b in by_attribute.values()) / max(1, tried)
+    return {**share, "decode_residual": residual, "tried": tried, "by_attribute": by_attribute}
 
 
-def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: AttributeLibrary, z: torch.Tensor,
-                 read: torch.Tensor, read_rec: torch.Tensor, x_T: torch.Tensor, good: list[str], alpha: float,
-                 steps: int) -> dict:  # fmt: skip
+@dataclass
+class Sources:
+    """The held-out faces an edit starts from: their codes and how each reader reads them."""
+
+    z: torch.Tensor  # z_sem (N, d)
+    x_T: torch.Tensor  # their stochastic codes
+    read: torch.Tensor  # the classifiers' reads (N, 40) of the source faces
+    read_rec: torch.Tensor  # … of their unedited round trip (what the codec alone changes)
+    pixel_reader: LinearProbe  # logistic regressions on the pixels, fitted on the train faces
+    pixel_read: torch.Tensor  # its reads (N, 40) of the source images
+
+
+def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: AttributeLibrary, src: Sources,
+                 good: list[str], alpha: float, steps: int) -> dict:  # fmt: skip
     """Edit every face lacking a target attribute by α, decode, re-encode → counts by target attribute.
 
     A success is the target on by the classifier with every other well-predicted attribute as expected:
     unchanged, except those the target turns off (``fet.editing.implications``: blond hair is no longer
-    brown). Two variants beside it: ``success_90pct_kept`` asks for ≥ 90% of the others as expected (what
-    runs before this counted as success; with 11 or more others it lets one change), and
-    ``success_vs_reconstruction`` expects the others as the classifiers read them on the unedited round
-    trip (``read_rec``; ``read`` is their read of the source faces), which leaves out what the codec alone
-    changes."""
+    brown). Variants beside it:
+    - ``success_90pct_kept`` asks for ≥ 90% of the others as expected (what runs before this counted as
+      success; with 11 or more others it lets one change);
+    - ``success_vs_reconstruction`` expects the others as the classifiers read them on the unedited round
+      trip, which leaves out what the codec alone changes;
+    - ``success_in_z_sem`` reads the edited code itself, before decoding: what the edit step achieves;
+    - ``success_pixel_reader`` reads the source and the edited images with logistic regressions on the
+      pixels, a reader that never sees the semantic encoder.
+    ``decode_residual`` is the mean distance in normalised z_sem (‖·‖ ≈ √d) from the edited code to the
+    re-encoded edit; ``edit_length`` is how far the edit moved the code.
+    """
     by_attribute = {}
     for attr in [a for a in EDIT_TARGETS if a in good]:
         i = ATTRIBUTE_INDEX[attr]
-        absent = (~read[:, i]).nonzero().flatten()
+        absent = (~src.read[:, i]).nonzero().flatten()
         if len(absent) == 0:
             continue
-        edited = edit_semantic(z[absent], clf, {attr: alpha}, library)
-        after = clf(ae.encode(ae.render(x_T[absent], edited, steps))) > 0
+        edited = edit_semantic(src.z[absent], clf, {attr: alpha}, library)
+        images = ae.render(src.x_T[absent], edited, steps)
+        z_after = ae.encode(images)
         others = [ATTRIBUTE_INDEX[a] for a in good if a != attr]
-        expected = implied_labels(read[absent], attr)[:, others]
-        expected_rec = implied_labels(read_rec[absent], attr)[:, others]
-        on, same = after[:, i], expected == after[:, others]
+        readers = {  # name: (what it reads on the edit, what it expects of the others)
+            "success": (clf(z_after) > 0, implied_labels(src.read[absent], attr)),
+            "success_vs_reconstruction": (clf(z_after) > 0, implied_labels(src.read_rec[absent], attr)),
+            "success_in_z_sem": (clf(edited) > 0, implied_labels(src.read[absent], attr)),
+            "success_pixel_reader": (src.pixel_reader.reads(images.flatten(1).numpy()),
+                                     implied_labels(src.pixel_read[absent], attr)),
+        }  # fmt: skip
+        counts = {name: int((after[:, i] & (after[:, others] == expected[:, others]).all(1)).sum())
+                  for name, (after, expected) in readers.items()}  # fmt: skip
+        after, expected = readers["success"]
+        same = after[:, others] == expected[:, others]
+        edited_n, z_n, after_n = clf.normalize(edited), clf.normalize(src.z[absent]), clf.normalize(z_after)
         by_attribute[attr] = {
             "edited": len(absent),
-            "target_on": int(on.sum()),
-            "success": int((on & same.all(1)).sum()),
-            "success_90pct_kept": int((on & (same.float().mean(1) >= 0.9)).sum()),
-            "success_vs_reconstruction": int((on & (expected_rec == after[:, others]).all(1)).sum()),
+            "target_on": int(after[:, i].sum()),
+            **counts,
+            "success_90pct_kept": int((after[:, i] & (same.float().mean(1) >= 0.9)).sum()),
             "others_changed": {CELEBA_ATTRIBUTES[j]: int(n) for j, n in zip(others, (~same).sum(0)) if n},
+            "edit_length": float((edited_n - z_n).norm(dim=1).mean()),
+            "decode_residual": float((after_n - edited_n).norm(dim=1).mean()),
         }
     return by_attribute
 
