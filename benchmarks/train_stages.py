@@ -1,7 +1,7 @@
 """Training benchmark on the embedded default: SynthTalk → preprocessing → the four stages on Ray Train
 (2 CPU workers, DeepSpeed ZeRO-2, MLflow on SQLite) → held-out quality and training throughput.
 
-    python benchmarks/train_stages.py --out outputs/bench_train            # 30–45 min wall on 2 cores
+    python benchmarks/train_stages.py --out outputs/bench_train            # 40–50 min wall on 2 cores
     python benchmarks/train_stages.py --out /tmp/b --steps1 200 --steps3 100 # a quick look
     python benchmarks/train_stages.py --out /tmp/h --stage1-set task.timesteps=high_noise
 
@@ -343,12 +343,12 @@ def train_all(args: argparse.Namespace, out: Path, shards: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("outputs/bench_train"))
-    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--images", type=int, default=3000, help="SynthTalk faces (train, val and test splits)")
     p.add_argument("--clips", type=int, default=40)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--steps1", type=int, default=2500)
     p.add_argument("--steps2", type=int, default=1000)
-    p.add_argument("--steps-audio", type=int, default=600)
+    p.add_argument("--steps-audio", type=int, default=400)
     p.add_argument("--steps3", type=int, default=600)
     p.add_argument("--throughput-steps", type=int, default=30)
     p.add_argument("--eval-steps", type=int, default=20, help="DDIM steps of the held-out checks")
