@@ -53,8 +53,8 @@ from fet.training.tasks import build_task
 from fet.training.tasks.frames import decode_square, to_model_range
 
 EDIT_TARGETS = ["Eyeglasses", "Smiling", "Blond_Hair", "Wearing_Hat", "Bangs", "Black_Hair", "Mouth_Slightly_Open"]
-# edit_success counts, as rates
-COUNTS = ("success", "success_90pct_kept", "success_vs_reconstruction", "success_in_z_sem", "success_pixel_reader")
+COUNTS = ("success", "success_90pct_kept", "success_vs_reconstruction", "success_in_z_sem",
+          "success_pixel_reader")  # edit_success counts, as rates  # fmt: skip
 
 
 def train(stage: str, out: Path, shards: str, overrides: list[str]) -> dict:
@@ -224,9 +224,10 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
         images = ae.render(src.x_T[absent], edited, steps)
         z_after = ae.encode(images)
         others = [ATTRIBUTE_INDEX[a] for a in good if a != attr]
+        read_after = clf(z_after) > 0
         readers = {  # name: (what it reads on the edit, what it expects of the others)
-            "success": (clf(z_after) > 0, implied_labels(src.read[absent], attr)),
-            "success_vs_reconstruction": (clf(z_after) > 0, implied_labels(src.read_rec[absent], attr)),
+            "success": (read_after, implied_labels(src.read[absent], attr)),
+            "success_vs_reconstruction": (read_after, implied_labels(src.read_rec[absent], attr)),
             "success_in_z_sem": (clf(edited) > 0, implied_labels(src.read[absent], attr)),
             "success_pixel_reader": (src.pixel_reader.reads(images.flatten(1).numpy()),
                                      implied_labels(src.pixel_read[absent], attr)),
