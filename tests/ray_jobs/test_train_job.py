@@ -106,7 +106,8 @@ def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, kill
                 continue
             if cmd.startswith("ray::RayTrainWorker"):
                 p.send_signal(signal.SIGKILL)
-                killed.append(cmd)
+                # what was killed, and when it started against the kill, for a failure message
+                killed.append(f"{cmd} pid {p.pid} started {time.time() - p.create_time():.0f} s before the kill")
                 return
 
 
@@ -114,14 +115,14 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(local_ray, sy
     cfg = job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
               "steps=60", "task.eval_steps=3", "optim.warmup_steps=5")  # fmt: skip
     cfg.mlflow.tracking_uri = tracking.local_tracking_uri(cfg.mlflow.tracking_uri, tmp_path)
-    killed: list[int] = []
+    killed: list[str] = []
     watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
                                args=(cfg, f"{s3_bucket}/ray/stage1-kill/", killed), daemon=True)  # fmt: skip
     watcher.start()
     summary = run(cfg)
     watcher.join(timeout=5)
     assert killed, "no Ray Train worker was found to kill"
-    assert summary["steps"] == 60 and summary["metrics"]["resumed_from"] != ""
+    assert summary["steps"] == 60 and summary["metrics"]["resumed_from"] != "", (killed, summary["metrics"])
     assert summary["checkpoint"].startswith(f"{s3_bucket}/ray/stage1-kill/checkpoint_")
     state = json.loads(storage.read_text(storage.join(summary["checkpoint"], "state.json")))
     per_rank = len(list(read_rows(synthtalk_shards, "images", "train", ["image_id", "split"]))) // 2 // cfg.batch_size
