@@ -224,24 +224,23 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
         images = ae.render(src.x_T[absent], edited, steps)
         z_after = ae.encode(images)
         others = [ATTRIBUTE_INDEX[a] for a in good if a != attr]
-        read_after = clf(z_after) > 0
+        read_after, expected = clf(z_after) > 0, implied_labels(src.read[absent], attr)
         readers = {  # name: (what it reads on the edit, what it expects of the others)
-            "success": (read_after, implied_labels(src.read[absent], attr)),
+            "success": (read_after, expected),
             "success_vs_reconstruction": (read_after, implied_labels(src.read_rec[absent], attr)),
-            "success_in_z_sem": (clf(edited) > 0, implied_labels(src.read[absent], attr)),
+            "success_in_z_sem": (clf(edited) > 0, expected),
             "success_pixel_reader": (src.pixel_reader.reads(images.flatten(1).numpy()),
                                      implied_labels(src.pixel_read[absent], attr)),
         }  # fmt: skip
         counts = {name: int((after[:, i] & (after[:, others] == expected[:, others]).all(1)).sum())
                   for name, (after, expected) in readers.items()}  # fmt: skip
-        after, expected = readers["success"]
-        same = after[:, others] == expected[:, others]
+        same = read_after[:, others] == expected[:, others]
         edited_n, z_n, after_n = clf.normalize(edited), clf.normalize(src.z[absent]), clf.normalize(z_after)
         by_attribute[attr] = {
             "edited": len(absent),
-            "target_on": int(after[:, i].sum()),
+            "target_on": int(read_after[:, i].sum()),
             **counts,
-            "success_90pct_kept": int((after[:, i] & (same.float().mean(1) >= 0.9)).sum()),
+            "success_90pct_kept": int((read_after[:, i] & (same.float().mean(1) >= 0.9)).sum()),
             "others_changed": {CELEBA_ATTRIBUTES[j]: int(n) for j, n in zip(others, (~same).sum(0)) if n},
             "edit_length": float((edited_n - z_n).norm(dim=1).mean()),
             "decode_residual": float((after_n - edited_n).norm(dim=1).mean()),
