@@ -86,28 +86,45 @@ def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_sha
     assert bundle.image_cfg.image_size == 32
 
 
+def _registered_checkpoint_step(prefix: str) -> int | None:
+    """The step of the latest checkpoint Ray Train has registered for the run at ``prefix``, or None.
+
+    A worker's checkpoint files reach storage before the controller registers the checkpoint, and a worker
+    group restarted in between starts from nothing; the controller writes this snapshot as it registers one.
+    """
+    snapshot = prefix + "checkpoint_manager_snapshot.json"
+    if snapshot not in storage.list_files(prefix):
+        return None
+    latest = json.loads(storage.read_text(snapshot)).get("latest_checkpoint_result")
+    return int(latest["metrics"]["step"]) if latest else None
+
+
 def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, killed: list) -> None:
-    """SIGKILL one training worker once a checkpoint is in S3 and rank 0 has logged a few steps past it."""
+    """SIGKILL one training worker once Ray Train has registered a checkpoint and rank 0 has logged a few
+    steps past it."""
     deadline = time.time() + 400
     while time.time() < deadline:
         time.sleep(0.2)
         run_id = tracking.find_run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.name)
-        if not run_id or not any(k.endswith("/state.json") for k in storage.list_files(prefix)):
+        checkpoint_step = _registered_checkpoint_step(prefix) if run_id else None
+        if checkpoint_step is None:
             continue
         history = MlflowClient(cfg.mlflow.tracking_uri).get_metric_history(run_id, "loss")
-        if max((m.step for m in history), default=0) < cfg.checkpoint.every + 5:
+        logged = max((m.step for m in history), default=0)
+        if logged < checkpoint_step + 5:
             continue
         # only this test's Ray: `ray.init()` started its raylet as a child of this process, and the
         # raylet starts the workers, so another Ray on the machine (a benchmark) is never touched
         for p in psutil.Process().children(recursive=True):
             try:
-                cmd = " ".join(p.cmdline())
+                cmd, born, status = " ".join(p.cmdline()), p.create_time(), p.status()
             except psutil.NoSuchProcess:
                 continue
-            if cmd.startswith("ray::RayTrainWorker"):
+            if cmd.startswith("ray::RayTrainWorker") and status != psutil.STATUS_ZOMBIE:
                 p.send_signal(signal.SIGKILL)
-                # what was killed, and when it started against the kill, for a failure message
-                killed.append(f"{cmd} pid {p.pid} started {time.time() - p.create_time():.0f} s before the kill")
+                # what was killed, and when, for a failure message
+                killed.append(f"pid {p.pid} ({cmd.split()[0]}, started {time.time() - born:.0f} s before), with "
+                              f"checkpoint {checkpoint_step} registered and loss logged to step {logged}")  # fmt: skip
                 return
 
 
