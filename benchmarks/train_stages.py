@@ -8,7 +8,8 @@
 Prints, on the test split (never trained on): stage-1 reconstruction PSNR; stage-2 attribute AUROC, the mean
 and per attribute beside what a linear read-out of z_sem and of the pixels reaches;
 edit success (faces whose target attribute flips by the classifier after edit → decode → re-encode
-while the other well-predicted attributes keep their labels); stage-A mouth-opening correlation with
+while the other well-predicted attributes keep their labels), beside what SynthTalk's own render of each
+edited face scores on the same measure; stage-A mouth-opening correlation with
 the ground truth; stage-3 landmark error of generated frames against the driving landmarks (MediaPipe
 on the generated frames, next to the same detector's error on the real frames); and stage-1 training
 throughput with 1 and 2 workers. The budget is the wall time of the four runs times the 2 cores.
@@ -36,6 +37,7 @@ from fet.data.preprocess import PreprocessConfig, run_serial
 from fet.data.shards import read_rows, unpack
 from fet.data.sources import SourceConfig
 from fet.data.synthtalk.__main__ import generate
+from fet.data.synthtalk.world import make_image
 from fet.diffusion.ddim import ddim_invert, ddim_sample
 from fet.editing.attributes import ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES, EDIT_DIRECTIONS, AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
@@ -54,7 +56,9 @@ from fet.training.tasks.frames import decode_square, to_model_range
 
 EDIT_TARGETS = ["Eyeglasses", "Smiling", "Blond_Hair", "Wearing_Hat", "Bangs", "Black_Hair", "Mouth_Slightly_Open"]
 COUNTS = ("success", "success_90pct_kept", "success_vs_reconstruction", "success_in_z_sem",
-          "success_pixel_reader")  # edit_success counts, as rates  # fmt: skip
+          "success_pixel_reader", "success_world", "success_vs_world")  # edit_success counts, as rates  # fmt: skip
+DISTANCES = ("decode_residual", "code_error", "world_edit_length", "image_psnr_vs_world")  # per-edit means
+WORLD_SEED = 0  # the SynthTalk world the benchmark draws
 
 
 def train(stage: str, out: Path, shards: str, overrides: list[str]) -> dict:
@@ -69,10 +73,19 @@ def train(stage: str, out: Path, shards: str, overrides: list[str]) -> dict:
     return summary
 
 
-def faces(shards: str, split: str, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def faces(shards: str, split: str, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """images (N, 3, S, S), labels (N, 40) and each face's index in the SynthTalk world (image id ``split/NNNNNN``)."""
     rows = list(read_rows(shards, "images", split, ["image_id", "split", "image", "attributes"]))[:limit]
     images = to_model_range(np.stack([decode_square(r["image"], size) for r in rows]))
-    return images, torch.as_tensor(np.stack([np.asarray(r["attributes"], np.int64) for r in rows]))
+    labels = torch.as_tensor(np.stack([np.asarray(r["attributes"], np.int64) for r in rows]))
+    return images, labels, torch.as_tensor([int(str(r["image_id"]).rsplit("/", 1)[-1]) for r in rows])
+
+
+def world_edits(index: torch.Tensor, attribute: str, size: int) -> torch.Tensor:
+    """The SynthTalk world's own render of faces ``index`` with ``attribute`` turned on, at the same pose:
+    what a perfect edit would draw."""
+    images = [make_image(WORLD_SEED, int(i), size, {attribute: True}).image for i in index]
+    return to_model_range(np.stack(images))
 
 
 class LinearProbe:
@@ -123,13 +136,13 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
                   direction: str | None = None) -> dict:  # fmt: skip
     ae = DiffusionAutoencoder.load(str(out / "stage1"))
     clf = load_attribute_classifier(str(out / "stage2"))
-    images, labels = faces(shards, "test", ae.cfg.image_size, n)
+    images, labels, index = faces(shards, "test", ae.cfg.image_size, n)
     z = ae.encode(images)
     x_T = ae.encode_stochastic(images, z, steps)
     rec = ae.render(x_T, z, steps)
     aucs = classifier_aurocs(clf, z, labels)
     good = [a for a, v in aucs.items() if v >= 0.9]
-    train_images, train_labels = faces(shards, "train", ae.cfg.image_size, None)
+    train_images, train_labels, _ = faces(shards, "train", ae.cfg.image_size, None)
     train_z = torch.cat([ae.encode(chunk) for chunk in train_images.split(64)])
     # the same test faces read out linearly from z_sem and from the pixels themselves
     probe_z = LinearProbe(train_z.numpy(), train_labels.numpy()).aurocs(z.numpy(), labels.numpy())
@@ -148,7 +161,8 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
         library.direction = direction
     alphas = alphas or [library.default_alpha]
     z_rec = ae.encode(rec)
-    src = Sources(z, x_T, clf(z) > 0, clf(z_rec) > 0, pixel_reader, pixel_reader.reads(images.flatten(1).numpy()))
+    src = Sources(z, x_T, clf(z) > 0, clf(z_rec) > 0, pixel_reader, pixel_reader.reads(images.flatten(1).numpy()),
+                  index)  # fmt: skip
     sweep = {alpha: edit_success(ae, clf, library, src, good, alpha, steps) for alpha in alphas}
     good_idx = [ATTRIBUTE_INDEX[a] for a in good]
     round_trip_kept = (src.read[:, good_idx] == src.read_rec[:, good_idx]).all(1).float().mean()
@@ -164,7 +178,12 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
         "edit_success_90pct_kept": headline["success_90pct_kept"],
         "edit_success_in_z_sem": headline["success_in_z_sem"],
         "edit_success_pixel_reader": headline["success_pixel_reader"],
+        "edit_success_world": headline["success_world"],
+        "edit_success_vs_world": headline["success_vs_world"],
         "edit_decode_residual": headline["decode_residual"],
+        "edit_code_error": headline["code_error"],
+        "edit_world_edit_length": headline["world_edit_length"],
+        "edit_image_psnr_vs_world": headline["image_psnr_vs_world"],
         "edit_tried": headline["tried"],
         "edit_by_attribute": headline["by_attribute"],
         "edit_alpha": alphas[0],
@@ -181,8 +200,8 @@ def rates(by_attribute: dict) -> dict:
     """Edit success and its variants at one α, over every target, with the counts by attribute."""
     tried = sum(b["edited"] for b in by_attribute.values())
     share = {k: sum(b[k] for b in by_attribute.values()) / max(1, tried) for k in COUNTS}
-    residual = sum(b["decode_residual"] * b["edited"] for b in by_attribute.values()) / max(1, tried)
-    return {**share, "decode_residual": residual, "tried": tried, "by_attribute": by_attribute}
+    means = {k: sum(b[k] * b["edited"] for b in by_attribute.values()) / max(1, tried) for k in DISTANCES}
+    return {**share, **means, "tried": tried, "by_attribute": by_attribute}
 
 
 @dataclass
@@ -195,6 +214,7 @@ class Sources:
     read_rec: torch.Tensor  # … of their unedited round trip (what the codec alone changes)
     pixel_reader: LinearProbe  # logistic regressions on the pixels, fitted on the train faces
     pixel_read: torch.Tensor  # its reads (N, 40) of the source images
+    index: torch.Tensor  # each face's index in the SynthTalk world (its counterfactuals: ``world_edits``)
 
 
 def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: AttributeLibrary, src: Sources,
@@ -210,9 +230,15 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
       trip, which leaves out what the codec alone changes;
     - ``success_in_z_sem`` reads the edited code itself, before decoding: what the edit step achieves;
     - ``success_pixel_reader`` reads the source and the edited images with logistic regressions on the
-      pixels, a reader that never sees the semantic encoder.
-    ``decode_residual`` is the mean distance in normalised z_sem (‖·‖ ≈ √d) from the edited code to the
-    re-encoded edit; ``edit_length`` is how far the edit moved the code.
+      pixels, a reader that never sees the semantic encoder;
+    - ``success_world`` reads, the same way, the world's own render of the edited face (``world_edits``):
+      what a perfect edit would score, the ceiling the classifiers leave to this measure;
+    - ``success_vs_world`` expects the others as the classifiers read the world's render: the edit does
+      what the perfect edit does, as far as the classifiers see (a perfect edit scores 100%).
+    Distances, in normalised z_sem (‖·‖ ≈ √d): ``decode_residual`` from the edited code to the re-encoded
+    edit; ``edit_length`` how far the edit moved the code; ``world_edit_length`` how far the world's edit
+    moves it (source code → code of the world's render); ``code_error`` from the edited code to the code
+    of the world's render. ``image_psnr_vs_world`` compares the decoded edits with the world's renders.
     """
     by_attribute = {}
     for attr in [a for a in EDIT_TARGETS if a in good]:
@@ -223,6 +249,9 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
         edited = edit_semantic(src.z[absent], clf, {attr: alpha}, library)
         images = ae.render(src.x_T[absent], edited, steps)
         z_after = ae.encode(images)
+        world = world_edits(src.index[absent], attr, images.shape[-1])
+        z_world = ae.encode(world)
+        read_world = clf(z_world) > 0
         others = [ATTRIBUTE_INDEX[a] for a in good if a != attr]
         read_after, expected = clf(z_after) > 0, implied_labels(src.read[absent], attr)
         readers = {  # name: (what it reads on the edit, what it expects of the others)
@@ -231,21 +260,34 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
             "success_in_z_sem": (clf(edited) > 0, expected),
             "success_pixel_reader": (src.pixel_reader.reads(images.flatten(1).numpy()),
                                      implied_labels(src.pixel_read[absent], attr)),
+            "success_world": (read_world, expected),
+            "success_vs_world": (read_after, read_world),
         }  # fmt: skip
         counts = {name: int((after[:, i] & (after[:, others] == expected[:, others]).all(1)).sum())
                   for name, (after, expected) in readers.items()}  # fmt: skip
         same = read_after[:, others] == expected[:, others]
         edited_n, z_n, after_n = clf.normalize(edited), clf.normalize(src.z[absent]), clf.normalize(z_after)
+        world_n = clf.normalize(z_world)
         by_attribute[attr] = {
             "edited": len(absent),
             "target_on": int(read_after[:, i].sum()),
             **counts,
             "success_90pct_kept": int((read_after[:, i] & (same.float().mean(1) >= 0.9)).sum()),
-            "others_changed": {CELEBA_ATTRIBUTES[j]: int(n) for j, n in zip(others, (~same).sum(0)) if n},
+            "others_changed": others_changed(read_after, expected, others),
+            "target_on_world": int(read_world[:, i].sum()),
+            "others_changed_world": others_changed(read_world, expected, others),
             "edit_length": float((edited_n - z_n).norm(dim=1).mean()),
             "decode_residual": float((after_n - edited_n).norm(dim=1).mean()),
+            "world_edit_length": float((world_n - z_n).norm(dim=1).mean()),
+            "code_error": float((world_n - edited_n).norm(dim=1).mean()),
+            "image_psnr_vs_world": psnr(images, world),
         }
     return by_attribute
+
+
+def others_changed(read: torch.Tensor, expected: torch.Tensor, others: list[int]) -> dict[str, int]:
+    """{attribute: how many edits read it other than expected}, over the attributes ``others``."""
+    return {CELEBA_ATTRIBUTES[j]: int(n) for j, n in zip(others, (read[:, others] != expected[:, others]).sum(0)) if n}
 
 
 @torch.no_grad()
@@ -302,7 +344,8 @@ def mouth_correlation(out: Path, shards: str) -> float:
 def train_all(args: argparse.Namespace, out: Path, shards: str) -> dict:
     """SynthTalk → shards → the four stages → stage-1 throughput with 1 and 2 workers."""
     t0 = time.time()
-    generate(out / "synthtalk", images=args.images, clips=args.clips, size=args.size, seconds=4.0, progress=True)
+    generate(out / "synthtalk", images=args.images, clips=args.clips, size=args.size, seconds=4.0, seed=WORLD_SEED,
+             progress=True)  # fmt: skip
     pre = load_config(PreprocessConfig, "configs/data/synthtalk.yaml", [f"out={shards}", f"size={args.size}"])
     pre.sources = [SourceConfig(kind="synthtalk", root=str(out / "synthtalk" / "clips")),
                    SourceConfig(kind="synthtalk_images", root=str(out / "synthtalk" / "images"))]  # fmt: skip

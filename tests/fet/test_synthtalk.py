@@ -26,6 +26,16 @@ def test_same_seed_same_bytes():
     assert make_clip(4, 7, 64, 1.0).audio.tobytes() != a.audio.tobytes()
 
 
+def test_counterfactual_image_is_the_same_face_with_one_attribute_changed():
+    index = next(i for i in range(50) if not make_image(0, i, 64).labels[ATTRIBUTE_INDEX["Eyeglasses"]])
+    face, glasses = make_image(0, index, 64), make_image(0, index, 64, {"Eyeglasses": True})
+    changed = face.labels != glasses.labels
+    assert changed.nonzero()[0].tolist() == [ATTRIBUTE_INDEX["Eyeglasses"]] and glasses.labels[changed] == 1
+    assert np.array_equal(face.landmarks, glasses.landmarks)  # the same pose and expression
+    assert (np.abs(face.image.astype(int) - glasses.image.astype(int)).max(axis=2) > 12).sum() >= 10
+    assert np.array_equal(make_image(0, index, 64, {}).image, face.image)
+
+
 def _regions(lm: np.ndarray) -> dict[str, np.ndarray]:
     """Image regions (bool masks) from the ground-truth landmarks, in pixels of a SIZE image."""
     p = lm[:, :2] * SIZE

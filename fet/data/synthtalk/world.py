@@ -48,9 +48,14 @@ class FaceImage:
     landmarks: np.ndarray
 
 
-def make_image(seed: int, index: int, size: int) -> FaceImage:
+def make_image(seed: int, index: int, size: int, changes: dict[str, bool] | None = None) -> FaceImage:
+    """Face image ``index`` of the world ``seed``. ``changes`` sets attributes of its identity
+    (``Identity.with_attributes``) before rendering at the same pose: the world's own counterfactual of
+    that face, e.g. ``{"Eyeglasses": True}`` for the same person with glasses."""
     rng = item_rng(seed, "image", index)
     identity = sample_identity(rng)
+    if changes:
+        identity = identity.with_attributes(**changes)
     pose = np.array(
         [rng.normal(0, 0.05), rng.normal(0, 0.08), rng.normal(0, 0.03), rng.normal(0, 0.3), rng.normal(0, 0.3), 0]
     )
