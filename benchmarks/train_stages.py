@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -44,7 +45,7 @@ from fet.editing.classifier import AttributeClassifier
 from fet.editing.edit import edit_semantic
 from fet.editing.implications import implied_labels
 from fet.editor import load_attribute_classifier, load_attribute_library
-from fet.images import to_uint8
+from fet.images import image_grid, to_uint8
 from fet.landmarks.detector import FaceLandmarkDetector
 from fet.landmarks.landmark_map import landmark_maps
 from fet.metrics.classification import auroc
@@ -169,6 +170,8 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
     pixel_rec = pixel_reader.reads(rec.flatten(1).numpy())
     pixel_kept = (src.pixel_read[:, good_idx] == pixel_rec[:, good_idx]).all(1).float().mean()
     headline = rates(sweep[alphas[0]])
+    targets = [a for a in EDIT_TARGETS if a in good]
+    edit_grid(ae, clf, library, images, rec, src, targets, alphas[0], steps).save(out / "edits.png")
     return {
         "stage1_psnr_db": psnr(rec, images),
         "stage2_auroc_mean": float(np.mean(list(aucs.values()))),
@@ -193,6 +196,7 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
         "round_trip_all_kept_pixel_reader": float(pixel_kept),
         "round_trip_residual": float((clf.normalize(z_rec) - clf.normalize(z)).norm(dim=1).mean()),
         "test_faces": len(images),
+        "edit_grid": str(out / "edits.png"),
     }
 
 
@@ -283,6 +287,20 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
             "image_psnr_vs_world": psnr(images, world),
         }
     return by_attribute
+
+
+def edit_grid(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: AttributeLibrary, images: torch.Tensor,
+              rec: torch.Tensor, src: Sources, targets: list[str], alpha: float, steps: int,
+              rows: int = 6) -> Image.Image:  # fmt: skip
+    """A picture of the edits: one row per test face; the face, its round trip, then for each target the
+    decoded edit beside the world's own render of it. Enlarged 4x."""
+    k = min(rows, len(images))
+    columns = [images[:k], rec[:k]]
+    for attr in targets:
+        columns.append(ae.render(src.x_T[:k], edit_semantic(src.z[:k], clf, {attr: alpha}, library), steps))
+        columns.append(world_edits(src.index[:k], attr, images.shape[-1]))
+    grid = image_grid(torch.stack(columns, 1).flatten(0, 1), rows=k)
+    return grid.resize((grid.width * 4, grid.height * 4), Image.NEAREST)
 
 
 def others_changed(read: torch.Tensor, expected: torch.Tensor, others: list[int]) -> dict[str, int]:
