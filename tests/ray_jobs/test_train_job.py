@@ -93,7 +93,7 @@ def _registered_checkpoint_step(prefix: str) -> int | None:
     group restarted in between starts from nothing; the controller writes this snapshot as it registers one.
     """
     snapshot = prefix + "checkpoint_manager_snapshot.json"
-    if snapshot not in storage.list_files(prefix):
+    if not storage.exists(snapshot):
         return None
     latest = json.loads(storage.read_text(snapshot)).get("latest_checkpoint_result")
     return int(latest["metrics"]["step"]) if latest else None
