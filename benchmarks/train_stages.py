@@ -75,16 +75,24 @@ def train(stage: str, out: Path, shards: str, overrides: list[str]) -> dict:
 
 
 def faces(shards: str, split: str, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """images (N, 3, S, S), labels (N, 40) and each face's index in the SynthTalk world (image id ``split/NNNNNN``)."""
+    """images (N, 3, S, S), labels (N, 40) and each face's index in the SynthTalk world (``world_index``)."""
     rows = list(read_rows(shards, "images", split, ["image_id", "split", "image", "attributes"]))[:limit]
     images = to_model_range(np.stack([decode_square(r["image"], size) for r in rows]))
     labels = torch.as_tensor(np.stack([np.asarray(r["attributes"], np.int64) for r in rows]))
-    return images, labels, torch.as_tensor([int(str(r["image_id"]).rsplit("/", 1)[-1]) for r in rows])
+    return images, labels, torch.as_tensor([world_index(str(r["image_id"])) for r in rows])
+
+
+def world_index(image_id: str) -> int:
+    """The SynthTalk image index of the id ``split/NNNNNN``; -1 for a face from anywhere else."""
+    name = image_id.rsplit("/", 1)[-1]
+    return int(name) if name.isdigit() else -1
 
 
 def world_edits(index: torch.Tensor, attribute: str, size: int) -> torch.Tensor:
     """The SynthTalk world's own render of faces ``index`` with ``attribute`` turned on, at the same pose:
     what a perfect edit would draw."""
+    if (index < 0).any():
+        raise ValueError("the world's own edits need SynthTalk faces (image ids split/NNNNNN)")
     images = [make_image(WORLD_SEED, int(i), size, {attribute: True}).image for i in index]
     return to_model_range(np.stack(images))
 
