@@ -56,8 +56,9 @@ from fet.training.tasks import build_task
 from fet.training.tasks.frames import decode_square, to_model_range
 
 EDIT_TARGETS = ["Eyeglasses", "Smiling", "Blond_Hair", "Wearing_Hat", "Bangs", "Black_Hair", "Mouth_Slightly_Open"]
-COUNTS = ("success", "success_90pct_kept", "success_vs_reconstruction", "success_in_z_sem",
-          "success_pixel_reader", "success_world", "success_vs_world")  # edit_success counts, as rates  # fmt: skip
+# edit_success's counts, reported as rates over the edits tried
+COUNTS = ("success", "success_90pct_kept", "success_vs_reconstruction", "success_in_z_sem", "success_pixel_reader",
+          "success_world", "success_world_pixel_reader", "success_vs_world")  # fmt: skip
 DISTANCES = ("decode_residual", "code_error", "world_edit_length", "image_psnr_vs_world")  # per-edit means
 WORLD_SEED = 0  # the SynthTalk world the benchmark draws
 
@@ -190,6 +191,7 @@ def image_metrics(out: Path, shards: str, n: int | None, steps: int, alphas: lis
         "edit_success_in_z_sem": headline["success_in_z_sem"],
         "edit_success_pixel_reader": headline["success_pixel_reader"],
         "edit_success_world": headline["success_world"],
+        "edit_success_world_pixel_reader": headline["success_world_pixel_reader"],
         "edit_success_vs_world": headline["success_vs_world"],
         "edit_decode_residual": headline["decode_residual"],
         "edit_code_error": headline["code_error"],
@@ -245,6 +247,8 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
       pixels, a reader that never sees the semantic encoder;
     - ``success_world`` reads, the same way, the world's own render of the edited face (``world_edits``):
       what a perfect edit would score, the ceiling the classifiers leave to this measure;
+    - ``success_world_pixel_reader`` reads the world's render with the pixel reader: the ceiling a reader
+      that never sees the semantic encoder leaves;
     - ``success_vs_world`` expects the others as the classifiers read the world's render: the edit does
       what the perfect edit does, as far as the classifiers see (a perfect edit scores 100%).
     Distances, in normalised z_sem (‖·‖ ≈ √d): ``decode_residual`` from the edited code to the re-encoded
@@ -266,13 +270,14 @@ def edit_success(ae: DiffusionAutoencoder, clf: AttributeClassifier, library: At
         read_world = clf(z_world) > 0
         others = [ATTRIBUTE_INDEX[a] for a in good if a != attr]
         read_after, expected = clf(z_after) > 0, implied_labels(src.read[absent], attr)
+        pixel_expected = implied_labels(src.pixel_read[absent], attr)
         readers = {  # name: (what it reads on the edit, what it expects of the others)
             "success": (read_after, expected),
             "success_vs_reconstruction": (read_after, implied_labels(src.read_rec[absent], attr)),
             "success_in_z_sem": (clf(edited) > 0, expected),
-            "success_pixel_reader": (src.pixel_reader.reads(images.flatten(1).numpy()),
-                                     implied_labels(src.pixel_read[absent], attr)),
+            "success_pixel_reader": (src.pixel_reader.reads(images.flatten(1).numpy()), pixel_expected),
             "success_world": (read_world, expected),
+            "success_world_pixel_reader": (src.pixel_reader.reads(world.flatten(1).numpy()), pixel_expected),
             "success_vs_world": (read_after, read_world),
         }  # fmt: skip
         counts = {name: int((after[:, i] & (after[:, others] == expected[:, others]).all(1)).sum())
