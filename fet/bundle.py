@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,11 +241,7 @@ def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
                 f"bundle {uri}: {name} expects {m.cfg.feature_dim}-d audio features, "
                 f"the audio encoder gives {audio_encoder.dim}"
             )
-    task = storage.join(uri, "face_landmarker.task")
-    if storage.is_s3(task):
-        local = Path(tempfile.mkdtemp(prefix="fet-bundle-")) / "face_landmarker.task"
-        local.write_bytes(storage.read_bytes(task))
-        task = str(local)
+    task = storage.local_file(storage.join(uri, "face_landmarker.task"))  # MediaPipe reads it from a path
     modules = [encoder, talker, classifier, audio_encoder, audio2mesh, audio2pose]
     codec = build_codec(image_cfg)
     for m in [*modules, codec]:
@@ -263,6 +258,6 @@ def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
         audio_encoder,
         audio2mesh,
         audio2pose,
-        Path(task),
+        task,
         info.get("pipeline", {}),
     )

@@ -11,6 +11,7 @@ import functools
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -153,8 +154,46 @@ def upload_dir(local_dir: str | os.PathLike, uri: str) -> None:
                 shutil.copy2(path, dest)
 
 
+_downloads: tempfile.TemporaryDirectory | None = None
+_downloads_lock = threading.Lock()
+
+
+def download_root() -> Path:
+    """This process's folder for local copies of S3 objects (weights a library reads from a path, the
+    MediaPipe model). It is removed when the process exits, so a server that loads a bundle from S3 on every
+    start leaves nothing behind."""
+    global _downloads
+    with _downloads_lock:
+        if _downloads is None:
+            _downloads = tempfile.TemporaryDirectory(prefix="fet-s3-")
+        return Path(_downloads.name)
+
+
+def remove_downloads() -> None:
+    """Remove this process's copies of S3 objects now, for a process that does not run its exit handlers:
+    Ray Serve stops a replica by killing it after calling its ``__del__``. A later copy starts a new folder."""
+    global _downloads
+    with _downloads_lock:
+        if _downloads is not None:
+            _downloads.cleanup()
+            _downloads = None
+
+
+def local_file(uri: str | os.PathLike) -> Path:
+    """A local path holding the file at ``uri``: the path itself, or a copy of an S3 object in
+    ``download_root()`` (kept under its own name, for readers that look at the suffix)."""
+    uri = str(uri)
+    if not is_s3(uri):
+        return Path(uri)
+    data = read_bytes(uri)
+    dest = Path(tempfile.mkdtemp(dir=download_root())) / uri.rsplit("/", 1)[-1]
+    dest.write_bytes(data)
+    return dest
+
+
 def local_dir(uri: str | os.PathLike, cache_root: str | os.PathLike | None = None) -> Path:
-    """A local directory holding the tree at ``uri``: the path itself, or a download of an S3 prefix."""
+    """A local directory holding the tree at ``uri``: the path itself, or a download of an S3 prefix into
+    ``cache_root`` (default: a new folder in ``download_root()``)."""
     uri = str(uri)
     if not is_s3(uri):
         path = Path(uri)
@@ -162,7 +201,7 @@ def local_dir(uri: str | os.PathLike, cache_root: str | os.PathLike | None = Non
             raise StorageError(f"{uri}: not a directory")
         return path
     bucket, prefix = split_s3(uri)
-    root = Path(cache_root or tempfile.mkdtemp(prefix="fet-s3-"))
+    root = Path(cache_root or tempfile.mkdtemp(dir=download_root()))
     files = list_files(uri)
     if not files:
         raise StorageError(f"{uri}: no objects under this prefix")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from fet import storage
 from fet.editing.interpolate import lerp, slerp
 from fet.pipeline import FaceEditTalkerPipeline, Reference
 from fet.references import reference_from_bytes, reference_to_bytes
@@ -46,6 +47,11 @@ class _Models:
 
     def ready(self) -> bool:
         return True
+
+    def __del__(self) -> None:
+        # Serve kills a stopped replica after this, before any exit handler could remove the copies of an
+        # s3:// bundle's files (the MediaPipe model, an SD-VAE or wav2vec2 directory) that loading it made
+        storage.remove_downloads()
 
 
 @serve.deployment

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,17 +19,13 @@ def weights_exist(path: str | os.PathLike) -> bool:
 
 
 def require_weights(path: str | os.PathLike | None, what: str, source: str, option: str) -> str:
-    """A local file holding the weights at ``path`` (an ``s3://`` object is downloaded to a temporary file),
+    """A local file holding the weights at ``path`` (an ``s3://`` object is copied to ``storage.download_root()``),
     else MissingWeightsError naming the file and its source."""
     if not path:
         raise MissingWeightsError(f"{what}: no weights path given; set {option} to {source}")
     if not weights_exist(path):
         raise MissingWeightsError(f"{what}: weights file {os.fspath(path)!r} does not exist; expected {source}")
-    if storage.is_s3(path):
-        local = Path(tempfile.mkdtemp(prefix="fet-weights-")) / str(path).rsplit("/", 1)[-1]
-        local.write_bytes(storage.read_bytes(path))
-        return str(local)
-    return os.fspath(path)
+    return os.fspath(storage.local_file(path))
 
 
 def load_state_dict_file(

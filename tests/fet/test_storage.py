@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from fet import storage
@@ -28,3 +32,28 @@ def test_s3_round_trip(s3_bucket, tmp_path):
         storage.read_bytes(storage.join(s3_bucket, "missing"))
     with pytest.raises(storage.StorageError, match="expected an s3://bucket/key URI"):
         storage.split_s3("/local/path")
+
+
+def test_s3_copies_live_in_one_folder_removed_when_the_process_exits(s3_bucket, tmp_path):
+    """Weights and the MediaPipe model are read from local paths; the copies of S3 objects go into one
+    folder per process, which is gone once the process exits (a server restarted on every deploy would
+    otherwise fill its disk with a copy per start)."""
+    storage.write_bytes(storage.join(s3_bucket, "w", "model.task"), b"weights")
+    storage.write_bytes(storage.join(s3_bucket, "tree", "a", "config.json"), b"{}")
+    local = storage.local_file(storage.join(s3_bucket, "w", "model.task"))
+    assert local.name == "model.task" and local.read_bytes() == b"weights"
+    assert local.is_relative_to(storage.download_root())
+    assert storage.local_file(tmp_path / "x.bin") == tmp_path / "x.bin"  # local paths are used in place
+    with pytest.raises(storage.StorageError, match="no such object"):
+        storage.local_file(storage.join(s3_bucket, "w", "missing.task"))
+    child = (
+        "from fet import storage; "
+        f"f = storage.local_file('{s3_bucket}/w/model.task'); d = storage.local_dir('{s3_bucket}/tree'); "
+        "assert f.read_bytes() == b'weights' and (d / 'a' / 'config.json').is_file(); "
+        "print(storage.download_root(), f, d)"
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    paths = [Path(p) for p in out.stdout.split()]
+    assert len(paths) == 3 and all(p.is_relative_to(paths[0]) for p in paths[1:])
+    assert not any(p.exists() for p in paths), "the exited process left its S3 copies behind"

@@ -280,6 +280,7 @@ def test_bundle_loads_from_s3(bundle, s3_bucket):
 
     storage.upload_dir(bundle, f"{s3_bucket}/bundles/tiny")
     remote = FaceEditTalkerPipeline.from_bundle(f"{s3_bucket}/bundles/tiny")
+    assert remote.bundle.face_landmarker.is_relative_to(storage.download_root())  # removed when the process exits
     image, lms = synthetic_face(SIZE)
     result = remote(image, speech(0.5), reference_landmarks=lms, output=f"{s3_bucket}/out/talk.mp4")
     assert storage.exists(f"{s3_bucket}/out/talk.mp4") and result.num_frames == 12
