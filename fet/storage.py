@@ -7,11 +7,13 @@ so no secret ends up in a logged config or a bundle.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -179,16 +181,34 @@ def remove_downloads() -> None:
             _downloads = None
 
 
-def local_file(uri: str | os.PathLike) -> Path:
-    """A local path holding the file at ``uri``: the path itself, or a copy of an S3 object in
-    ``download_root()`` (kept under its own name, for readers that look at the suffix)."""
+def local_file(uri: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
+    """A local path holding the file at ``uri`` for as long as the process needs it: the path itself, or a
+    copy of an S3 object in ``folder`` (default: a new folder in ``download_root()``), under its own name
+    for readers that look at the suffix."""
     uri = str(uri)
     if not is_s3(uri):
         return Path(uri)
     data = read_bytes(uri)
-    dest = Path(tempfile.mkdtemp(dir=download_root())) / uri.rsplit("/", 1)[-1]
+    dest = Path(folder or tempfile.mkdtemp(dir=download_root())) / uri.rsplit("/", 1)[-1]
     dest.write_bytes(data)
     return dest
+
+
+@contextlib.contextmanager
+def local_copy(uri: str | os.PathLike, tree: bool = False) -> Iterator[Path]:
+    """The file at ``uri`` (with ``tree``: the directory) as a local path for the length of a ``with``
+    block, for a library that loads from a path and keeps nothing open after: the path itself (unchecked;
+    the library says what it misses), or a copy of the S3 object(s) that is removed when the block ends,
+    however the process ends later."""
+    uri = str(uri)
+    if not is_s3(uri):
+        yield Path(uri)
+        return
+    folder = Path(tempfile.mkdtemp(dir=download_root()))
+    try:
+        yield local_dir(uri, folder) if tree else local_file(uri, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def local_dir(uri: str | os.PathLike, cache_root: str | os.PathLike | None = None) -> Path:

@@ -49,8 +49,8 @@ class _Models:
         return True
 
     def __del__(self) -> None:
-        # Serve kills a stopped replica after this, before any exit handler could remove the copies of an
-        # s3:// bundle's files (the MediaPipe model, an SD-VAE or wav2vec2 directory) that loading it made
+        # Serve kills a stopped replica after this, before any exit handler could remove the copy of an
+        # s3:// bundle's MediaPipe model that the pipeline reads for every video
         storage.remove_downloads()
 
 

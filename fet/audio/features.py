@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -94,12 +93,12 @@ class Wav2Vec2Encoder(nn.Module):
         super().__init__()
         from transformers import Wav2Vec2Model
 
-        local = storage.local_dir(path)
-        if not (Path(local) / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: no config.json; expected a saved Wav2Vec2Model directory")
-        self.model = Wav2Vec2Model.from_pretrained(str(local)).eval()
-        prep = Path(local) / "preprocessor_config.json"
-        self.normalize = json.loads(prep.read_text()).get("do_normalize", True) if prep.is_file() else True
+        with storage.local_copy(path, tree=True) as local:
+            if not (local / "config.json").is_file():
+                raise FileNotFoundError(f"{path}: no config.json; expected a saved Wav2Vec2Model directory")
+            self.model = Wav2Vec2Model.from_pretrained(str(local)).eval()
+            prep = local / "preprocessor_config.json"
+            self.normalize = json.loads(prep.read_text()).get("do_normalize", True) if prep.is_file() else True
         self.layer, self.chunk, self.context = layer, chunk_seconds, context_seconds
         self.dim = self.model.config.hidden_size
         self.stride = int(np.prod(self.model.config.conv_stride))  # samples per output step (320)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from fet.metrics.weights import require_weights
+from fet.metrics.weights import local_weights
 
 SHAPE_PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 RECOGNITION_NET = "dlib_face_recognition_resnet_model_v1.dat"
@@ -57,9 +57,12 @@ class DlibFace:
         folder = os.fspath(models_dir) if models_dir else default_models_dir() or ""
         self.detector = dlib.get_frontal_face_detector()
         files = [os.path.join(folder, f) for f in (SHAPE_PREDICTOR, RECOGNITION_NET)]
-        predictor, recognizer = (require_weights(f, "dlib face models", PACKAGE_SOURCE, "models_dir") for f in files)
-        self.predictor = dlib.shape_predictor(predictor)
-        self.recognizer = dlib.face_recognition_model_v1(recognizer)
+        with (
+            local_weights(files[0], "dlib face models", PACKAGE_SOURCE, "models_dir") as predictor,
+            local_weights(files[1], "dlib face models", PACKAGE_SOURCE, "models_dir") as recognizer,
+        ):
+            self.predictor = dlib.shape_predictor(predictor)
+            self.recognizer = dlib.face_recognition_model_v1(recognizer)
         self.min_size = min_size
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -18,14 +20,17 @@ def weights_exist(path: str | os.PathLike) -> bool:
     return storage.exists(path) if storage.is_s3(path) else os.path.isfile(path)
 
 
-def require_weights(path: str | os.PathLike | None, what: str, source: str, option: str) -> str:
-    """A local file holding the weights at ``path`` (an ``s3://`` object is copied to ``storage.download_root()``),
-    else MissingWeightsError naming the file and its source."""
+@contextlib.contextmanager
+def local_weights(path: str | os.PathLike | None, what: str, source: str, option: str) -> Iterator[str]:
+    """The weights file at ``path`` as a local path for the length of a ``with`` block (a copy of an
+    ``s3://`` object, removed at its end: ``storage.local_copy``), else MissingWeightsError naming the file and
+    its source."""
     if not path:
         raise MissingWeightsError(f"{what}: no weights path given; set {option} to {source}")
     if not weights_exist(path):
         raise MissingWeightsError(f"{what}: weights file {os.fspath(path)!r} does not exist; expected {source}")
-    return os.fspath(storage.local_file(path))
+    with storage.local_copy(path) as local:
+        yield os.fspath(local)
 
 
 def load_state_dict_file(
@@ -33,10 +38,10 @@ def load_state_dict_file(
 ) -> nn.Module:
     """``model`` with every weight from the state-dict file at ``path``, frozen, in eval mode, on ``device``.
     MissingWeightsError when the file is absent; ValueError when its keys or shapes do not match."""
-    file = require_weights(path, what, source, option)
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    with local_weights(path, what, source, option) as file:
+        state = torch.load(file, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{file}: not the {what} state dict ({source}): {e}") from e
+        raise ValueError(f"{os.fspath(path)}: not the {what} state dict ({source}): {e}") from e
     return model.eval().requires_grad_(False).to(device)

@@ -8,8 +8,6 @@ state of ours and are never saved in our checkpoints.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -44,13 +42,13 @@ class AutoencoderKLCodec(nn.Module):
     def from_pretrained(cls, path: str, scale: float, dtype: torch.dtype = torch.float32) -> AutoencoderKLCodec:
         from diffusers import AutoencoderKL
 
-        local = storage.local_dir(path) if storage.is_s3(path) else Path(path)
-        if not (local / "config.json").is_file():
-            raise FileNotFoundError(
-                f"codec_path {path!r}: expected a diffusers AutoencoderKL directory with config.json and "
-                "diffusion_pytorch_model.safetensors"
-            )
-        vae = AutoencoderKL.from_pretrained(str(local), torch_dtype=dtype, use_safetensors=True)
+        with storage.local_copy(path, tree=True) as local:
+            if not (local / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"codec_path {path!r}: expected a diffusers AutoencoderKL directory with config.json and "
+                    "diffusion_pytorch_model.safetensors"
+                )
+            vae = AutoencoderKL.from_pretrained(str(local), torch_dtype=dtype, use_safetensors=True)
         return cls(vae, scale)
 
     @torch.no_grad()

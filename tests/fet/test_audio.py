@@ -114,6 +114,7 @@ def test_wav2vec2_encoder_from_a_saved_model_and_from_s3(tmp_path, s3_bucket):
     storage.upload_dir(tmp_path / "w2v", f"{s3_bucket}/w2v")
     remote = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=f"{s3_bucket}/w2v", stack=2, chunk_seconds=2.0))
     torch.testing.assert_close(remote(audio, 125), f)
+    assert not list(storage.download_root().rglob("model.safetensors"))  # the S3 copy is gone once loaded
     # one pass vs chunks of 2 s with 1 s of context: the same features up to edge effects
     whole = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "w2v"), stack=2, chunk_seconds=60))
     corr = np.corrcoef(whole(audio, 125).numpy().ravel(), f.numpy().ravel())[0, 1]

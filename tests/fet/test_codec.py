@@ -52,3 +52,17 @@ def test_codec_errors(tmp_path):
     save_tiny_vae(tmp_path / "vae8", latent_channels=8)
     with pytest.raises(ValueError, match="has 8 latent channels.*expects latent_channels=4"):
         build_codec(latent_config(tmp_path / "vae8"))
+
+
+def test_autoencoder_kl_codec_loads_from_s3_and_keeps_no_copy(tmp_path, s3_bucket):
+    from fet import storage
+
+    vae = save_tiny_vae(tmp_path / "vae")
+    storage.upload_dir(tmp_path / "vae", f"{s3_bucket}/sd-vae")
+    codec = build_codec(latent_config(f"{s3_bucket}/sd-vae"))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(codec.encode(x), vae.encode(x).latent_dist.mean * 0.18215, atol=1e-5)
+    assert not list(storage.download_root().rglob("diffusion_pytorch_model.safetensors"))  # gone once loaded
+    with pytest.raises(storage.StorageError, match="no objects under this prefix"):
+        build_codec(latent_config(f"{s3_bucket}/no-vae"))

@@ -275,3 +275,4 @@ def test_metric_weights_load_from_s3(s3_bucket, tmp_path):
     model = load_syncnet(uri)
     saved = torch.load(path, weights_only=True)
     assert torch.equal(model.netfcaud[0].weight, saved["netfcaud.0.weight"])
+    assert not list(storage.download_root().rglob("syncnet_v2.model"))  # the S3 copy is gone once loaded

@@ -34,10 +34,10 @@ def test_s3_round_trip(s3_bucket, tmp_path):
         storage.split_s3("/local/path")
 
 
-def test_s3_copies_live_in_one_folder_removed_when_the_process_exits(s3_bucket, tmp_path):
-    """Weights and the MediaPipe model are read from local paths; the copies of S3 objects go into one
-    folder per process, which is gone once the process exits (a server restarted on every deploy would
-    otherwise fill its disk with a copy per start)."""
+def test_s3_copies_are_removed_after_one_load_or_when_the_process_exits(s3_bucket, tmp_path):
+    """Libraries load weights and the MediaPipe model from local paths. A copy of an S3 object for one load
+    is removed when the load is done; one kept for the process's life is in one folder per process, removed
+    when the process exits (a server restarted on every deploy would otherwise fill its disk)."""
     storage.write_bytes(storage.join(s3_bucket, "w", "model.task"), b"weights")
     storage.write_bytes(storage.join(s3_bucket, "tree", "a", "config.json"), b"{}")
     local = storage.local_file(storage.join(s3_bucket, "w", "model.task"))
@@ -46,6 +46,14 @@ def test_s3_copies_live_in_one_folder_removed_when_the_process_exits(s3_bucket, 
     assert storage.local_file(tmp_path / "x.bin") == tmp_path / "x.bin"  # local paths are used in place
     with pytest.raises(storage.StorageError, match="no such object"):
         storage.local_file(storage.join(s3_bucket, "w", "missing.task"))
+    with storage.local_copy(storage.join(s3_bucket, "w", "model.task")) as f:
+        assert f.read_bytes() == b"weights" and f.is_relative_to(storage.download_root())
+    with storage.local_copy(storage.join(s3_bucket, "tree"), tree=True) as d:
+        assert (d / "a" / "config.json").read_bytes() == b"{}"
+    assert not f.exists() and not d.exists()  # a copy for one load is gone when the block ends
+    with storage.local_copy(tmp_path, tree=True) as same:
+        assert same == tmp_path  # local paths are used in place
+    assert tmp_path.is_dir()
     child = (
         "from fet import storage; "
         f"f = storage.local_file('{s3_bucket}/w/model.task'); d = storage.local_dir('{s3_bucket}/tree'); "
