@@ -8,6 +8,7 @@ import random
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -101,6 +102,11 @@ def s3_server(tmp_path_factory):
         proc.wait(2)  # SeaweedFS often outlives SIGTERM by more than 10 s; its data is the test's, to throw away
     except subprocess.TimeoutExpired:
         proc.kill()
+    for port in ports.values():  # the unix sockets a killed server leaves, for its ports and their gRPC ports
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            sock.unlink(missing_ok=True)
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-grpc-{port + 10000}.sock"):
+            sock.unlink(missing_ok=True)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
