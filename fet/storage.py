@@ -161,9 +161,9 @@ _downloads_lock = threading.Lock()
 
 
 def download_root() -> Path:
-    """This process's folder for local copies of S3 objects (weights a library reads from a path, the
-    MediaPipe model). It is removed when the process exits, so a server that loads a bundle from S3 on every
-    start leaves nothing behind."""
+    """This process's folder for the local copies of S3 objects it keeps for its life (``local_file``,
+    ``local_dir``: a bundle's MediaPipe model). It is removed when the process exits, so a server that loads
+    a bundle from S3 on every start leaves nothing behind; copies for one load use ``local_copy``."""
     global _downloads
     with _downloads_lock:
         if _downloads is None:
@@ -204,11 +204,8 @@ def local_copy(uri: str | os.PathLike, tree: bool = False) -> Iterator[Path]:
     if not is_s3(uri):
         yield Path(uri)
         return
-    folder = Path(tempfile.mkdtemp(dir=download_root()))
-    try:
+    with tempfile.TemporaryDirectory(prefix="fet-s3-") as folder:
         yield local_dir(uri, folder) if tree else local_file(uri, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def local_dir(uri: str | os.PathLike, cache_root: str | os.PathLike | None = None) -> Path:

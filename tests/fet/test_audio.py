@@ -1,4 +1,5 @@
 import io
+import tempfile
 
 import av
 import numpy as np
@@ -98,7 +99,8 @@ def test_mel_encoder_shapes_and_speech_sensitivity():
     torch.testing.assert_close(enc(audio * 0.1, 50), f, atol=1e-3, rtol=1e-3)
 
 
-def test_wav2vec2_encoder_from_a_saved_model_and_from_s3(tmp_path, s3_bucket):
+def test_wav2vec2_encoder_from_a_saved_model_and_from_s3(tmp_path, s3_bucket, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # S3 copies land here, to look for after
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     from fet import storage
@@ -114,7 +116,7 @@ def test_wav2vec2_encoder_from_a_saved_model_and_from_s3(tmp_path, s3_bucket):
     storage.upload_dir(tmp_path / "w2v", f"{s3_bucket}/w2v")
     remote = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=f"{s3_bucket}/w2v", stack=2, chunk_seconds=2.0))
     torch.testing.assert_close(remote(audio, 125), f)
-    assert not list(storage.download_root().rglob("model.safetensors"))  # the S3 copy is gone once loaded
+    assert not list(tmp_path.rglob("fet-s3-*/**/model.safetensors"))  # the S3 copy is gone once loaded
     # one pass vs chunks of 2 s with 1 s of context: the same features up to edge effects
     whole = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "w2v"), stack=2, chunk_seconds=60))
     corr = np.corrcoef(whole(audio, 125).numpy().ravel(), f.numpy().ravel())[0, 1]

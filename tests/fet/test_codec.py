@@ -1,3 +1,5 @@
+import tempfile
+
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -54,7 +56,8 @@ def test_codec_errors(tmp_path):
         build_codec(latent_config(tmp_path / "vae8"))
 
 
-def test_autoencoder_kl_codec_loads_from_s3_and_keeps_no_copy(tmp_path, s3_bucket):
+def test_autoencoder_kl_codec_loads_from_s3_and_keeps_no_copy(tmp_path, s3_bucket, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # S3 copies land here, to look for after
     from fet import storage
 
     vae = save_tiny_vae(tmp_path / "vae")
@@ -63,6 +66,6 @@ def test_autoencoder_kl_codec_loads_from_s3_and_keeps_no_copy(tmp_path, s3_bucke
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(codec.encode(x), vae.encode(x).latent_dist.mean * 0.18215, atol=1e-5)
-    assert not list(storage.download_root().rglob("diffusion_pytorch_model.safetensors"))  # gone once loaded
+    assert not list(tmp_path.rglob("fet-s3-*/**/diffusion_pytorch_model.safetensors"))  # gone once loaded
     with pytest.raises(storage.StorageError, match="no objects under this prefix"):
         build_codec(latent_config(f"{s3_bucket}/no-vae"))

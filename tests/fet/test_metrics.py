@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -260,7 +262,8 @@ def test_weight_free_sync_finds_a_known_audio_delay_on_a_real_clip():
         assert abs(found.offset - (base.offset - delay)) <= 1, (delay, base, found)
 
 
-def test_metric_weights_load_from_s3(s3_bucket, tmp_path):
+def test_metric_weights_load_from_s3(s3_bucket, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # S3 copies land here, to look for after
     from fet import storage
     from fet.metrics.weights import weights_exist
 
@@ -275,4 +278,4 @@ def test_metric_weights_load_from_s3(s3_bucket, tmp_path):
     model = load_syncnet(uri)
     saved = torch.load(path, weights_only=True)
     assert torch.equal(model.netfcaud[0].weight, saved["netfcaud.0.weight"])
-    assert not list(storage.download_root().rglob("syncnet_v2.model"))  # the S3 copy is gone once loaded
+    assert not list(tmp_path.rglob("fet-s3-*/**/syncnet_v2.model"))  # the S3 copy is gone once loaded

@@ -47,7 +47,7 @@ def test_s3_copies_are_removed_after_one_load_or_when_the_process_exits(s3_bucke
     with pytest.raises(storage.StorageError, match="no such object"):
         storage.local_file(storage.join(s3_bucket, "w", "missing.task"))
     with storage.local_copy(storage.join(s3_bucket, "w", "model.task")) as f:
-        assert f.read_bytes() == b"weights" and f.is_relative_to(storage.download_root())
+        assert f.read_bytes() == b"weights" and f.name == "model.task"
     with storage.local_copy(storage.join(s3_bucket, "tree"), tree=True) as d:
         assert (d / "a" / "config.json").read_bytes() == b"{}"
     assert not f.exists() and not d.exists()  # a copy for one load is gone when the block ends
