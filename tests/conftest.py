@@ -102,10 +102,8 @@ def s3_server(tmp_path_factory):
         proc.wait(2)  # SeaweedFS often outlives SIGTERM by more than 10 s; its data is the test's, to throw away
     except subprocess.TimeoutExpired:
         proc.kill()
-    for port in ports.values():  # the unix sockets a killed server leaves, for its ports and their gRPC ports
+    for port in [p + grpc for p in ports.values() for grpc in (0, 10000)]:  # unix sockets a stopped server leaves
         for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
-            sock.unlink(missing_ok=True)
-        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-grpc-{port + 10000}.sock"):
             sock.unlink(missing_ok=True)
     for k, v in saved.items():
         if v is None:
