@@ -184,7 +184,7 @@ class Bundle:
     audio_encoder: AudioEncoder
     audio2mesh: Audio2Mesh
     audio2pose: Audio2Pose
-    face_landmarker: Path
+    face_landmarker: bytes  # MediaPipe's face_landmarker.task
     pipeline_defaults: dict = field(default_factory=dict)
 
 
@@ -241,7 +241,7 @@ def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
                 f"bundle {uri}: {name} expects {m.cfg.feature_dim}-d audio features, "
                 f"the audio encoder gives {audio_encoder.dim}"
             )
-    task = storage.local_file(storage.join(uri, "face_landmarker.task"))  # MediaPipe reads it from a path
+    landmarker = storage.read_bytes(storage.join(uri, "face_landmarker.task"))  # MediaPipe reads it from memory
     modules = [encoder, talker, classifier, audio_encoder, audio2mesh, audio2pose]
     codec = build_codec(image_cfg)
     for m in [*modules, codec]:
@@ -258,6 +258,6 @@ def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
         audio_encoder,
         audio2mesh,
         audio2pose,
-        task,
+        landmarker,
         info.get("pipeline", {}),
     )

@@ -12,7 +12,6 @@ import functools
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,61 +155,28 @@ def upload_dir(local_dir: str | os.PathLike, uri: str) -> None:
                 shutil.copy2(path, dest)
 
 
-_downloads: tempfile.TemporaryDirectory | None = None
-_downloads_lock = threading.Lock()
-
-
-def download_root() -> Path:
-    """This process's folder for the local copies of S3 objects it keeps for its life (``local_file``,
-    ``local_dir``: a bundle's MediaPipe model). It is removed when the process exits, so a server that loads
-    a bundle from S3 on every start leaves nothing behind; copies for one load use ``local_copy``."""
-    global _downloads
-    with _downloads_lock:
-        if _downloads is None:
-            _downloads = tempfile.TemporaryDirectory(prefix="fet-s3-")
-        return Path(_downloads.name)
-
-
-def remove_downloads() -> None:
-    """Remove this process's copies of S3 objects now, for a process that does not run its exit handlers:
-    Ray Serve stops a replica by killing it after calling its ``__del__``. A later copy starts a new folder."""
-    global _downloads
-    with _downloads_lock:
-        if _downloads is not None:
-            _downloads.cleanup()
-            _downloads = None
-
-
-def local_file(uri: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
-    """A local path holding the file at ``uri`` for as long as the process needs it: the path itself, or a
-    copy of an S3 object in ``folder`` (default: a new folder in ``download_root()``), under its own name
-    for readers that look at the suffix."""
-    uri = str(uri)
-    if not is_s3(uri):
-        return Path(uri)
-    data = read_bytes(uri)
-    dest = Path(folder or tempfile.mkdtemp(dir=download_root())) / uri.rsplit("/", 1)[-1]
-    dest.write_bytes(data)
-    return dest
-
-
 @contextlib.contextmanager
 def local_copy(uri: str | os.PathLike, tree: bool = False) -> Iterator[Path]:
     """The file at ``uri`` (with ``tree``: the directory) as a local path for the length of a ``with``
     block, for a library that loads from a path and keeps nothing open after: the path itself (unchecked;
-    the library says what it misses), or a copy of the S3 object(s) that is removed when the block ends,
-    however the process ends later."""
+    the library says what it misses), or a copy of the S3 object(s) that is removed when the block ends, so
+    nothing is left behind however the process ends later (Ray kills its workers and Serve replicas)."""
     uri = str(uri)
     if not is_s3(uri):
         yield Path(uri)
         return
     with tempfile.TemporaryDirectory(prefix="fet-s3-") as folder:
-        yield local_dir(uri, folder) if tree else local_file(uri, folder)
+        if tree:
+            yield local_dir(uri, folder)
+            return
+        file = Path(folder) / uri.rsplit("/", 1)[-1]  # its own name, for readers that look at the suffix
+        file.write_bytes(read_bytes(uri))
+        yield file
 
 
-def local_dir(uri: str | os.PathLike, cache_root: str | os.PathLike | None = None) -> Path:
+def local_dir(uri: str | os.PathLike, cache_root: str | os.PathLike) -> Path:
     """A local directory holding the tree at ``uri``: the path itself, or a download of an S3 prefix into
-    ``cache_root`` (default: a new folder in ``download_root()``)."""
+    ``cache_root``, which the caller removes (``local_copy`` does)."""
     uri = str(uri)
     if not is_s3(uri):
         path = Path(uri)
@@ -218,7 +184,7 @@ def local_dir(uri: str | os.PathLike, cache_root: str | os.PathLike | None = Non
             raise StorageError(f"{uri}: not a directory")
         return path
     bucket, prefix = split_s3(uri)
-    root = Path(cache_root or tempfile.mkdtemp(dir=download_root()))
+    root = Path(cache_root)
     files = list_files(uri)
     if not files:
         raise StorageError(f"{uri}: no objects under this prefix")

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from fet import storage
 from fet.editing.interpolate import lerp, slerp
 from fet.pipeline import FaceEditTalkerPipeline, Reference
 from fet.references import reference_from_bytes, reference_to_bytes
@@ -47,11 +46,6 @@ class _Models:
 
     def ready(self) -> bool:
         return True
-
-    def __del__(self) -> None:
-        # Serve kills a stopped replica after this, before any exit handler could remove the copy of an
-        # s3:// bundle's MediaPipe model that the pipeline reads for every video
-        storage.remove_downloads()
 
 
 @serve.deployment

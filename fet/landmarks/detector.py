@@ -45,14 +45,19 @@ class FaceLandmarkDetector:
     """Wraps one MediaPipe FaceLandmarker; create once per process/actor (loading costs ~50 ms)."""
 
     def __init__(
-        self, model_path: str | os.PathLike | None = None, max_faces: int = 4, min_confidence: float = 0.5
+        self, model: str | os.PathLike | bytes | None = None, max_faces: int = 4, min_confidence: float = 0.5
     ) -> None:
+        """``model``: the ``face_landmarker.task`` file (a path; None: the packaged one) or its contents, as a
+        bundle loaded from S3 holds it (no local copy to clean up)."""
         from mediapipe.tasks.python import BaseOptions
         from mediapipe.tasks.python.vision import FaceLandmarker, FaceLandmarkerOptions, RunningMode
 
-        self.model_path = face_landmarker_path(model_path)
+        if isinstance(model, bytes):
+            base = BaseOptions(model_asset_buffer=model)
+        else:
+            base = BaseOptions(model_asset_path=str(face_landmarker_path(model)))
         self._options = dict(
-            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            base_options=base,
             num_faces=max_faces,
             min_face_detection_confidence=min_confidence,
             min_face_presence_confidence=min_confidence,

@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import json
 import socket
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import av
 import numpy as np
@@ -35,7 +33,7 @@ def png_bytes(img: Image.Image) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, s3_server):  # the S3 server first: Ray's workers take the AWS_* variables at start
+def server(tmp_path_factory):
     ray = pytest.importorskip("ray")
     from ray import serve
 
@@ -216,27 +214,3 @@ def test_python_client(server, face):
     with pytest.raises(ServiceError) as e:
         Client(server, api_key="wrong").edit(ref, text="glasses")
     assert e.value.status == 401
-
-
-def test_replicas_of_an_s3_bundle_remove_their_copies_when_stopped(server, s3_bucket):
-    """A replica loading a bundle from S3 copies the files that libraries read from a path (the MediaPipe
-    model here) into its download folder; stopping the application removes those folders, though Serve
-    kills the replicas' processes before their exit handlers run."""
-    from ray import serve
-
-    from fet import storage
-    from serve.app import build_app
-    from serve.options import AppOptions
-
-    tmp = Path(tempfile.gettempdir())
-    before = set(tmp.glob("fet-s3-*"))
-    storage.upload_dir(BUNDLE, f"{s3_bucket}/bundle")
-    opts = AppOptions(bundle=f"{s3_bucket}/bundle", state_dir=f"{s3_bucket}/state", api_key_file=None)
-    serve.run(build_app(opts), name="from-s3", route_prefix="/from-s3")
-    made = {d for d in set(tmp.glob("fet-s3-*")) - before if any(d.rglob("face_landmarker.task"))}
-    assert len(made) >= 3, "expected a copy of the MediaPipe model per model replica"  # encoder, animator, renderer
-    serve.delete("from-s3")
-    deadline = time.time() + 60
-    while time.time() < deadline and any(d.exists() for d in made):
-        time.sleep(0.5)
-    assert not any(d.exists() for d in made), "a stopped replica left its S3 copies behind"
