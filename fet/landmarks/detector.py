@@ -47,8 +47,8 @@ class FaceLandmarkDetector:
     def __init__(
         self, model: str | os.PathLike | bytes | None = None, max_faces: int = 4, min_confidence: float = 0.5
     ) -> None:
-        """``model``: the ``face_landmarker.task`` file (a path; None: the packaged one) or its contents, as a
-        bundle loaded from S3 holds it (no local copy to clean up)."""
+        """``model``: the ``face_landmarker.task`` file (a path; None: the packaged one) or its contents, which
+        is how a bundle holds it, local or on S3 (no local copy to clean up)."""
         from mediapipe.tasks.python import BaseOptions
         from mediapipe.tasks.python.vision import FaceLandmarker, FaceLandmarkerOptions, RunningMode
 
