@@ -146,7 +146,8 @@ def export_bundle(
                 raise BundleError(f"{path}: missing; the {name!r} component is needed for a bundle")
             _copy(path, storage.join(out, f"{name}.{ext}"))
     _copy(storage.join(editing_dir, "attribute_library.json"), storage.join(out, "attribute_library.json"))
-    _copy(str(face_landmarker_path(face_landmarker)), storage.join(out, "face_landmarker.task"))
+    landmarker = face_landmarker if face_landmarker and storage.is_s3(face_landmarker) else None
+    _copy(landmarker or str(face_landmarker_path(face_landmarker)), storage.join(out, "face_landmarker.task"))
 
     audio = load_audio_encoder_config(audio_dir)
     if audio.kind == "wav2vec2":

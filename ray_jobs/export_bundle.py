@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="bundle directory to write (local or s3://)")
     for stage in STAGES:
         p.add_argument(f"--{stage}", required=True, help=f"component directory written by the {stage} run")
-    p.add_argument("--face-landmarker", default=None, help="face_landmarker.task (default: the packaged one)")
+    p.add_argument("--face-landmarker", default=None,
+                   help="face_landmarker.task, a path or s3:// URI (default: the packaged one)")  # fmt: skip
     p.add_argument("--pipeline", nargs="*", default=[], metavar="KEY=VALUE",
                    help="pipeline defaults stored in the bundle, e.g. steps=25 crop_scale=1.5")  # fmt: skip
     args = p.parse_args(argv)

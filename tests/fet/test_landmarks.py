@@ -1,3 +1,5 @@
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,21 @@ def test_no_face_is_an_error_naming_the_input(detector):
     assert detector.detect(blank) is None
     with pytest.raises(NoFaceError, match="wall.png: no face found"):
         detector.require(blank, "wall.png")
+
+
+def test_detector_reads_its_model_from_s3_into_memory(s3_bucket, tmp_path, monkeypatch):
+    from fet import storage
+    from fet.landmarks.face_mesh import face_landmarker_path
+
+    uri = f"{s3_bucket}/models/face_landmarker.task"
+    storage.write_bytes(uri, face_landmarker_path().read_bytes())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rgb = np.asarray(load_image(media("image/sadtalker_happy.png")))
+    with FaceLandmarkDetector(uri) as d:
+        assert d.require(rgb, "sadtalker_happy").num_faces == 1
+    assert not any(tmp_path.iterdir())  # nothing copied to disk
+    with pytest.raises(storage.StorageError, match="no such object"):
+        FaceLandmarkDetector(f"{s3_bucket}/models/none.task")
 
 
 def test_video_mode_tracks_a_real_clip(detector):

@@ -1,6 +1,7 @@
 """Audio2Mesh, Audio2Pose, PoseGuider, talker, bundle and pipeline (tiny, CPU, saved and reloaded)."""
 
 import tempfile
+from pathlib import Path
 
 import decord
 import numpy as np
@@ -287,6 +288,14 @@ def test_bundle_loads_from_s3(bundle, s3_bucket, tmp_path, monkeypatch):
     image, lms = synthetic_face(SIZE)
     result = remote(image, speech(0.5), reference_landmarks=lms, output=f"{s3_bucket}/out/talk.mp4")
     assert storage.exists(f"{s3_bucket}/out/talk.mp4") and result.num_frames == 12
+    # a bundle exported with the MediaPipe model taken from S3
+    from fet.bundle import export_bundle
+
+    stages, task = Path(bundle).parent, f"{s3_bucket}/bundles/tiny/face_landmarker.task"
+    again = export_bundle(f"{s3_bucket}/bundles/again", image_dir=str(stages / "stage1"),
+                          talker_dir=str(stages / "stage3"), editing_dir=str(stages / "stage2"),
+                          audio_dir=str(stages / "audio"), face_landmarker=task)  # fmt: skip
+    assert load_bundle(again).face_landmarker == remote.bundle.face_landmarker
 
 
 def test_cli_generate_and_edit(bundle, tmp_path, capsys):

@@ -52,7 +52,7 @@ class PreprocessConfig:
     landmark_size: int = 256  # crops are landmarked at most at this size (MediaPipe's own input is 256)
     jpeg_quality: int = 95
     audio: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})  # AudioEncoderConfig fields
-    face_landmarker: str | None = None  # path of face_landmarker.task; None: the packaged copy
+    face_landmarker: str | None = None  # path or s3:// URI of face_landmarker.task; None: the packaged copy
     filters: ClipFilters = field(default_factory=ClipFilters)
     rows_per_shard: int = 16
     ray: RayDataConfig = field(default_factory=RayDataConfig)
