@@ -32,7 +32,7 @@ from fet.config import from_dict
 from fet.editing.attributes import AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
 from fet.editor import load_attribute_classifier, load_attribute_library
-from fet.landmarks.face_mesh import face_landmarker_path
+from fet.landmarks.face_mesh import face_landmarker_bytes
 from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from fet.models.audio2pose import Audio2Pose, Audio2PoseConfig
 from fet.models.codec import build_codec
@@ -146,8 +146,7 @@ def export_bundle(
                 raise BundleError(f"{path}: missing; the {name!r} component is needed for a bundle")
             _copy(path, storage.join(out, f"{name}.{ext}"))
     _copy(storage.join(editing_dir, "attribute_library.json"), storage.join(out, "attribute_library.json"))
-    landmarker = face_landmarker if face_landmarker and storage.is_s3(face_landmarker) else None
-    _copy(landmarker or str(face_landmarker_path(face_landmarker)), storage.join(out, "face_landmarker.task"))
+    storage.write_bytes(storage.join(out, "face_landmarker.task"), face_landmarker_bytes(face_landmarker))
 
     audio = load_audio_encoder_config(audio_dir)
     if audio.kind == "wav2vec2":

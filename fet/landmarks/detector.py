@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fet import storage
-from fet.landmarks.face_mesh import NUM_LANDMARKS, face_landmarker_path
+from fet.landmarks.face_mesh import NUM_LANDMARKS, face_landmarker_bytes
 from fet.landmarks.projection import matrix_to_pose
 
 NUM_BLENDSHAPES = 52
@@ -49,18 +48,14 @@ class FaceLandmarkDetector:
         self, model: str | os.PathLike | bytes | None = None, max_faces: int = 4, min_confidence: float = 0.5
     ) -> None:
         """``model``: the ``face_landmarker.task`` file (a path or ``s3://`` URI; None: the packaged one) or its
-        contents, which is how a bundle holds it. A file on S3 is read into memory: no local copy to clean up."""
+        contents, which is how a bundle holds it. The model is held in memory: no local copy to clean up."""
         from mediapipe.tasks.python import BaseOptions
         from mediapipe.tasks.python.vision import FaceLandmarker, FaceLandmarkerOptions, RunningMode
 
-        if model is not None and not isinstance(model, bytes) and storage.is_s3(model):
-            model = storage.read_bytes(model)
-        if isinstance(model, bytes):
-            base = BaseOptions(model_asset_buffer=model)
-        else:
-            base = BaseOptions(model_asset_path=str(face_landmarker_path(model)))
         self._options = dict(
-            base_options=base,
+            base_options=BaseOptions(
+                model_asset_buffer=model if isinstance(model, bytes) else face_landmarker_bytes(model)
+            ),
             num_faces=max_faces,
             min_face_detection_confidence=min_confidence,
             min_face_presence_confidence=min_confidence,

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fet import storage
+
 NUM_MESH_VERTICES = 468
 NUM_LANDMARKS = 478
 RIGHT_IRIS = list(range(468, 473))  # centre + 4 rim points of the subject's right eye (MediaPipe order)
@@ -95,6 +97,14 @@ class CanonicalMesh:
     vertices: np.ndarray  # (468, 3) float32, cm; x to the subject's left, y up, z towards the camera
     uv: np.ndarray  # (468, 2)
     triangles: np.ndarray  # (898, 3) int32
+
+
+def face_landmarker_bytes(path: str | os.PathLike | None = None) -> bytes:
+    """The contents of the ``face_landmarker.task`` to use: the file at a path or ``s3://`` URI, else the one
+    ``face_landmarker_path`` finds. Held in memory, nothing is copied to disk."""
+    if path is not None and storage.is_s3(path):
+        return storage.read_bytes(path)
+    return face_landmarker_path(path).read_bytes()
 
 
 @functools.lru_cache(maxsize=2)
