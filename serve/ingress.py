@@ -160,6 +160,10 @@ class Ingress:
             img.load()
         except HTTPException:
             raise
+        except Image.DecompressionBombError as e:  # PIL refuses to open it: far over any pixel limit
+            raise HTTPException(
+                413, f"{field}: exceeds the limit of {self.options.max_image_pixels} pixels ({e})"
+            ) from e
         except Exception as e:  # PIL raises many types for bad data
             raise HTTPException(
                 415, f"{field}: not a readable PNG, JPEG or WebP image ({type(e).__name__}: {e})"

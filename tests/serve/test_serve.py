@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import socket
+import struct
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -30,6 +32,17 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def png_header(side: int) -> bytes:
+    """A PNG declaring side × side grey pixels whose pixel data is empty: all a reader needs to learn
+    the size, in 45 bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grey
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
 
 
 @pytest.fixture(scope="module")
@@ -178,11 +191,14 @@ def test_bad_inputs_get_4xx_with_a_message(server, face):
         "alpha out of range": post(server, "/v1/edit", files={"image": ("a.png", face)},
                                    data={"edits": json.dumps({"Eyeglasses": 3.0})}),
         "oversized payload": post(server, "/v1/edit", files={"image": ("a.png", b"\x89PNG" + bytes(2 * 1024 * 1024))}),
+        "too many pixels": post(server, "/v1/edit", files={"image": ("a.png", png_header(5000))}),
+        "decompression bomb": post(server, "/v1/edit", files={"image": ("a.png", png_header(15000))}),
         "missing api key": post(server, "/v1/edit", files={"image": ("a.png", face)}, key=None),
         "unknown job": requests.get(f"{server}/v1/jobs/{'0' * 32}", headers={"X-API-Key": KEY}),
         "bad reference id": post(server, "/v1/generate", files={"audio": good_audio}, data={"reference_id": "../x"}),
     }  # fmt: skip
-    expected = {"missing api key": 401, "oversized payload": 413, "audio over limit": 413, "unknown job": 404}
+    expected = {"missing api key": 401, "oversized payload": 413, "audio over limit": 413, "unknown job": 404,
+                "too many pixels": 413, "decompression bomb": 413}  # fmt: skip
     for name, r in cases.items():
         assert 400 <= r.status_code < 500, (name, r.status_code, r.text[:300])
         if name in expected:
