@@ -27,7 +27,7 @@ def load_image(source: str | Path | bytes | Image.Image) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"{name}: not a readable image (expected PNG, JPEG or WebP): {e}") from e
     return img.convert("RGB")
 

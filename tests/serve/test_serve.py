@@ -6,9 +6,7 @@ from __future__ import annotations
 import io
 import json
 import socket
-import struct
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -19,6 +17,7 @@ from PIL import Image
 
 from fet.audio.load import wav_bytes
 from tests.conftest import media
+from tests.fet.helpers import png_header
 from tests.fet.talking_helpers import build_bundle, speech
 
 pytestmark = pytest.mark.timeout(600)
@@ -32,17 +31,6 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def png_header(side: int) -> bytes:
-    """A PNG declaring side × side grey pixels whose pixel data is empty: all a reader needs to learn
-    the size, in 45 bytes."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grey
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
 
 
 @pytest.fixture(scope="module")
