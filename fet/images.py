@@ -29,6 +29,8 @@ def load_image(source: str | Path | bytes | Image.Image) -> Image.Image:
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"{name}: not a readable image (expected PNG, JPEG or WebP): {e}") from e
+    if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grey (PNG): PIL's own convert clips at 255
+        img = Image.fromarray((np.asarray(img, np.float64) / 257).round().clip(0, 255).astype(np.uint8))
     return img.convert("RGB")
 
 

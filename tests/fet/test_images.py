@@ -1,9 +1,13 @@
-"""Decoding images by content: what cannot be decoded, or is too large to decode, is an ImageError
-naming its source."""
+"""Decoding images by content to 8-bit RGB: 16-bit grey keeps its tones, and what cannot be decoded,
+or is too large to decode, is an ImageError naming its source."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from fet.images import ImageError, load_image
 from tests.conftest import media
@@ -15,6 +19,17 @@ def test_a_readable_image_decodes_to_rgb_whatever_its_name(tmp_path):
     path.write_bytes(media("image/sadtalker_happy.png").read_bytes())
     img = load_image(path)
     assert img.mode == "RGB" and min(img.size) > 0
+
+
+def test_a_16_bit_grey_png_keeps_its_tones():
+    grey = load_image(media("image/sadtalker_happy.png")).convert("L")
+    deep = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)  # the same tones on 16 bits
+    buf = io.BytesIO()
+    deep.save(buf, format="PNG")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode == "I;16"
+    rgb = np.asarray(load_image(buf.getvalue()))
+    assert rgb.shape == (*grey.size[::-1], 3)
+    assert np.array_equal(rgb[..., 0], np.asarray(grey)) and np.array_equal(rgb[..., 0], rgb[..., 2])
 
 
 @pytest.mark.parametrize(
