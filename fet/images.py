@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fet import storage
 
@@ -19,7 +19,8 @@ class ImageError(ValueError):
 
 
 def load_image(source: str | Path | bytes | Image.Image) -> Image.Image:
-    """Decode an image by its content (not its extension) from a path, URI, bytes or PIL image → RGB."""
+    """Decode an image by its content (not its extension) from a path, URI, bytes or PIL image → RGB.
+    Decoded files are turned upright by their EXIF orientation; a PIL image is taken as it is."""
     if isinstance(source, Image.Image):
         return source.convert("RGB")
     name = "<bytes>" if isinstance(source, bytes) else str(source)
@@ -27,6 +28,7 @@ def load_image(source: str | Path | bytes | Image.Image) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
+        img = ImageOps.exif_transpose(img)  # upright as viewers show it: phones store pixels as the sensor lay
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"{name}: not a readable image (expected PNG, JPEG or WebP): {e}") from e
     if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grey (PNG): PIL's own convert clips at 255

@@ -1,5 +1,5 @@
-"""Decoding images by content to 8-bit RGB: 16-bit grey keeps its tones, and what cannot be decoded,
-or is too large to decode, is an ImageError naming its source."""
+"""Decoding images by content to upright 8-bit RGB: EXIF orientation is applied, 16-bit grey keeps its
+tones, and what cannot be decoded, or is too large to decode, is an ImageError naming its source."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ def test_a_readable_image_decodes_to_rgb_whatever_its_name(tmp_path):
     path.write_bytes(media("image/sadtalker_happy.png").read_bytes())
     img = load_image(path)
     assert img.mode == "RGB" and min(img.size) > 0
+
+
+def test_a_photo_stored_sideways_is_turned_upright_by_its_exif_orientation():
+    upright = load_image(media("image/sadtalker_happy.png"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90° clockwise to show, as a phone held upright writes it
+    buf = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    got = np.asarray(load_image(buf.getvalue())).astype(int)
+    assert got.shape == np.asarray(upright).shape
+    assert np.abs(got - np.asarray(upright)).mean() < 3  # JPEG's loss only; sideways it is about 40
 
 
 def test_a_16_bit_grey_png_keeps_its_tones():
