@@ -5,6 +5,10 @@ decord does the decoding (fast random access); when decord cannot open a file, P
 which reads more codecs and containers. Frames are picked by timestamp onto the target rate (25 fps:
 what HDTF and SyncNet assume), so a 30 fps or 29.97 fps input becomes a true 25 fps clip rather than
 a sped-up one.
+
+Frames come upright as players show them: a phone stores the pixels as its sensor lay and marks the
+turn in the container's display matrix. decord turns them itself (but at some sizes a quarter turn
+garbles its frames, which sends the video to FFmpeg); PyAV does not, so its frames are turned here.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +65,8 @@ class VideoReader:
             self._open_folder(str(source), fps or 25.0)
             return
         self._data = self._load(source)
+        self._turns = 0  # quarter turns that show FFmpeg's frames upright (decord's need none)
+        self._cursor: _Cursor | None = None  # FFmpeg's place in the video, for reading it in order
         try:
             self._open_decord()
         except VideoError:
@@ -91,7 +98,9 @@ class VideoReader:
         vr = decord.VideoReader(self._stream(), ctx=decord.cpu(0), num_threads=1)
         if len(vr) == 0:
             raise RuntimeError("no frames")
-        h, w = vr[0].shape[:2]
+        h, w, channels = vr[0].shape
+        if channels != 3:  # a quarter-turned video at some sizes: the frames are garbled
+            raise RuntimeError(f"decord gives frames of {channels} channels")
         vr.seek(0)
         self.info = VideoInfo(len(vr), float(vr.get_avg_fps()), int(w), int(h), "decord")
         self._decord = vr
@@ -105,7 +114,9 @@ class VideoReader:
                     raise VideoError(f"{self.name}: the file has no video stream", "no_video")
                 stream = container.streams.video[0]
                 fps = float(stream.average_rate or stream.guessed_rate or 0)
-                count = sum(1 for _ in container.decode(stream))
+                frames = container.decode(stream)
+                first = next(frames, None)
+                count = (first is not None) + sum(1 for _ in frames)
         except VideoError:
             raise
         except Exception as e:
@@ -115,7 +126,10 @@ class VideoReader:
             ) from e
         if count == 0 or fps <= 0:
             raise VideoError(f"{self.name}: the video stream holds no decodable frames", "corrupt")
-        self.info = VideoInfo(count, fps, stream.codec_context.width, stream.codec_context.height, "pyav")
+        # the display matrix's turn: FFmpeg gives degrees counter-clockwise, the way np.rot90 turns
+        self._turns = round(first.rotation / 90) % 4
+        w, h = stream.codec_context.width, stream.codec_context.height
+        self.info = VideoInfo(count, fps, *((h, w) if self._turns % 2 else (w, h)), "pyav")
 
     def _open_folder(self, folder: str, fps: float) -> None:
         files = [f for f in storage.list_files(folder) if f.lower().endswith(IMAGE_SUFFIXES)]
@@ -134,23 +148,38 @@ class VideoReader:
                 return self._decord.get_batch(indices.tolist()).asnumpy()
             if self._frames is not None:
                 return np.stack([_decode_frame(self._frames[i], self.info) for i in indices])
-            return self._pyav_frames(indices)
+            frames = self._pyav_frames(indices)
+            return np.ascontiguousarray(np.rot90(frames, self._turns, axes=(1, 2))) if self._turns else frames
         except VideoError:
             raise
         except Exception as e:
             raise VideoError(f"{self.name}: decoding failed at frames {indices[0]}–{indices[-1]}: {_short(e)}") from e
 
     def _pyav_frames(self, indices: np.ndarray) -> np.ndarray:
+        """Decode on from where the last call stopped (segments come in order), so a whole video is
+        decoded once; asking for an earlier frame starts again from the first."""
         import av
 
-        wanted = {int(i): [] for i in indices}
-        last = int(indices.max())
-        with av.open(self._stream()) as container:
-            for n, frame in enumerate(container.decode(video=0)):
-                if n in wanted:
-                    wanted[n] = frame.to_ndarray(format="rgb24")
-                if n >= last:
-                    break
+        if self._cursor is None or self._cursor.next_index > int(indices.min()):
+            if self._cursor is not None:
+                self._cursor.container.close()
+            container = av.open(self._stream())
+            self._cursor = _Cursor(container, container.decode(video=0))
+        cursor, wanted, last = self._cursor, {int(i): None for i in indices}, int(indices.max())
+        keep = False
+        try:
+            while cursor.next_index <= last:
+                frame = next(cursor.frames, None)
+                if frame is None:
+                    raise VideoError(f"{self.name}: the video ends at frame {cursor.next_index}, before frame {last}")
+                if cursor.next_index in wanted:
+                    wanted[cursor.next_index] = frame.to_ndarray(format="rgb24")
+                cursor.next_index += 1
+            keep = cursor.next_index < self.info.num_frames
+        finally:  # closed at the end, and after a failed decode (not resumed: the next call starts again)
+            if not keep:
+                cursor.container.close()
+                self._cursor = None
         return np.stack([wanted[int(i)] for i in indices])
 
     def segments(self, fps: float, segment_frames: int, min_frames: int = 1) -> Iterator[tuple[int, np.ndarray]]:
@@ -160,6 +189,15 @@ class VideoReader:
         for k, start in enumerate(starts):
             end = starts[k + 1] if k + 1 < len(starts) else len(ticks)
             yield start, self.frames(ticks[start:end])
+
+
+@dataclass
+class _Cursor:
+    """An open FFmpeg decode of a video and the index of the next frame it gives."""
+
+    container: Any
+    frames: Iterator[Any]
+    next_index: int = 0
 
 
 def segment_starts(num_ticks: int, segment_frames: int, min_frames: int = 1) -> list[int]:
