@@ -2,7 +2,7 @@
 
 The paper maps text to an attribute direction "in conjunction with an attribute library". Here the
 library is explicit and inspectable: each phrase maps to (attribute, sign); a clause's negation
-("no", "remove", "without", "less") flips the sign; intensity words scale α. Words that name nothing
+("no", "remove", "without", "less", "glasses off") flips the sign; intensity words scale α. Words that name nothing
 the library knows are returned as ``unknown``, never silently dropped.
 """
 
@@ -29,7 +29,8 @@ SYNONYMS: dict[str, tuple[str, int]] = {
     "smile": ("Smiling", 1), "smiling": ("Smiling", 1), "smiles": ("Smiling", 1), "happy": ("Smiling", 1),
     "grin": ("Smiling", 1), "sad": ("Smiling", -1), "frown": ("Smiling", -1), "serious": ("Smiling", -1),
     "open mouth": ("Mouth_Slightly_Open", 1), "mouth open": ("Mouth_Slightly_Open", 1),
-    "closed mouth": ("Mouth_Slightly_Open", -1),
+    "closed mouth": ("Mouth_Slightly_Open", -1), "close mouth": ("Mouth_Slightly_Open", -1),
+    "mouth closed": ("Mouth_Slightly_Open", -1), "shut mouth": ("Mouth_Slightly_Open", -1),
     "blond": ("Blond_Hair", 1), "blonde": ("Blond_Hair", 1), "blond hair": ("Blond_Hair", 1),
     "blonde hair": ("Blond_Hair", 1), "golden hair": ("Blond_Hair", 1),
     "black hair": ("Black_Hair", 1), "dark hair": ("Black_Hair", 1),
@@ -64,13 +65,14 @@ SYNONYMS: dict[str, tuple[str, int]] = {
     "high cheekbones": ("High_Cheekbones", 1), "oval face": ("Oval_Face", 1),
 }  # fmt: skip
 
-NEGATIONS = {"no", "not", "without", "remove", "removed", "less", "don't", "dont", "never", "take", "drop", "lose"}
+NEGATIONS = {"no", "not", "without", "remove", "removed", "less", "don't", "dont", "never", "take", "drop", "lose",
+             "off", "away"}  # fmt: skip
 SOFTER = {"slightly": 0.5, "little": 0.5, "bit": 0.5, "somewhat": 0.6, "mildly": 0.5}
 STRONGER = {"very": 1.5, "much": 1.5, "really": 1.5, "more": 1.3, "lots": 1.5, "strongly": 1.5}
 FILLER = {
     "add", "make", "give", "put", "turn", "into", "her", "him", "them", "his", "their", "the", "a", "an",
     "some", "with", "have", "has", "having", "please", "look", "looking", "be", "is", "are", "to", "and",
-    "on", "wear", "wearing", "wears", "person", "face", "hair", "of", "off", "away", "it", "me", "this",
+    "on", "wear", "wearing", "wears", "person", "face", "hair", "of", "it", "me", "this",
     "that", "become", "should", "s", "o", "clock", "get", "also", "plus", "so", "too", "let", "lets",
 }  # fmt: skip
 CLAUSE_SPLIT = re.compile(r"\s*(?:,|;|\band\b|\bbut\b|\bthen\b|\bplus\b|&|\.)\s*")

@@ -74,6 +74,8 @@ def test_edit_errors_name_the_input(glasses_classifier):
     [
         ("add glasses and make her smile, no beard", {"Eyeglasses": 1, "Smiling": 1, "No_Beard": 1}, []),
         ("remove the glasses", {"Eyeglasses": -1}, []),
+        ("glasses off, take off the hat", {"Eyeglasses": -1, "Wearing_Hat": -1}, []),
+        ("put the glasses away, mouth closed", {"Eyeglasses": -1, "Mouth_Slightly_Open": -1}, []),
         ("without a hat but with blond hair", {"Wearing_Hat": -1, "Blond_Hair": 1}, []),
         ("add a beard", {"No_Beard": -1}, []),
         ("make him look older", {"Young": -1}, []),
