@@ -33,6 +33,8 @@ def load_image(source: str | Path | bytes | Image.Image) -> Image.Image:
         raise ImageError(f"{name}: not a readable image (expected PNG, JPEG or WebP): {e}") from e
     if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grey (PNG): PIL's own convert clips at 255
         img = Image.fromarray((np.asarray(img, np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    if "A" in img.getbands() or "transparency" in img.info:  # a cut-out: on white, as viewers show it
+        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
     return img.convert("RGB")
 
 

@@ -1,5 +1,6 @@
-"""Decoding images by content to upright 8-bit RGB: EXIF orientation is applied, 16-bit grey keeps its
-tones, and what cannot be decoded, or is too large to decode, is an ImageError naming its source."""
+"""Decoding images by content to upright 8-bit RGB: EXIF orientation is applied, a cut-out lies on
+white, 16-bit grey keeps its tones, and what cannot be decoded, or is too large to decode, is an
+ImageError naming its source."""
 
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ def test_a_photo_stored_sideways_is_turned_upright_by_its_exif_orientation():
     got = np.asarray(load_image(buf.getvalue())).astype(int)
     assert got.shape == np.asarray(upright).shape
     assert np.abs(got - np.asarray(upright)).mean() < 3  # JPEG's loss only; sideways it is about 40
+
+
+def test_a_cut_out_portrait_lies_on_white_whatever_its_hidden_colours():
+    face = np.asarray(load_image(media("image/sadtalker_happy.png")))
+    rgba = np.dstack([face, np.full(face.shape[:2], 255, np.uint8)])
+    rgba[:64, :, :] = (255, 0, 0, 0)  # a transparent band whose hidden colour is red
+    rgba[64:72, :, 3] = 128  # and a half-transparent one
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    got = np.asarray(load_image(buf.getvalue())).astype(int)
+    assert (got[:64] == 255).all() and np.array_equal(got[72:], face[72:])
+    assert np.abs(got[64:72] - (face[64:72].astype(int) + 255) / 2).max() <= 1
 
 
 def test_a_16_bit_grey_png_keeps_its_tones():
