@@ -6,10 +6,20 @@ import argparse
 import sys
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of 1 or more")
+    return value
+
+
 def _edit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edit", default="", help='explicit edits, e.g. "Eyeglasses=+1,Smiling=0.3"')
     parser.add_argument("--text", default=None, help='free text, e.g. "add glasses and make her smile"')
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's setting)")
+    parser.add_argument("--steps", type=_positive_int, default=None, help="DDIM steps (default: the bundle's setting)")
 
 
 def _report(parsed, notes: list[str]) -> None:
@@ -26,7 +36,7 @@ def generate_main(argv: list[str]) -> None:
     parser.add_argument("--audio", required=True, help="speech (wav, mp3, m4a, flac, ...)")
     _edit_args(parser)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=None, help="frames per denoiser batch")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, help="frames per denoiser batch")
     parser.add_argument("--pose-style", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("-o", "--out", required=True, help="output mp4 (path or s3:// URI)")
@@ -82,7 +92,7 @@ def edit_main(argv: list[str]) -> None:
 
         editor = FaceEditor.load(args.model)
         explicit = editor.library.parse_spec(args.edit) if args.edit else None
-        image, parsed = editor.edit_image(args.image, explicit, args.text, args.steps or 50)
+        image, parsed = editor.edit_image(args.image, explicit, args.text, 50 if args.steps is None else args.steps)
         notes = []
     _report(parsed, notes)
     save_image(image, args.out)

@@ -155,7 +155,12 @@ class FaceEditTalkerPipeline:
         ref_feats = b.talker.pose_guider.encode_reference(ref_map)
         z = b.semantic_encoder(x)
         guidance = b.talker.guidance(ref_map, ref_feats)
-        x_T = ddim_invert(b.talker.denoise_fn(z, guidance), b.codec.encode(x), steps or self.cfg.steps, self.image_cfg)
+        x_T = ddim_invert(
+            b.talker.denoise_fn(z, guidance),
+            b.codec.encode(x),
+            self.cfg.steps if steps is None else steps,
+            self.image_cfg,
+        )
         mesh = head_mesh(landmarks.points, landmarks.transform)
         return Reference(x, landmarks, mesh, ref_map, ref_feats, z, x_T, notes)
 
@@ -233,7 +238,12 @@ class FaceEditTalkerPipeline:
             z, x_T = z.expand(n, -1), x_T.expand(n, -1, -1, -1)
         gens = [frame_generator(seed, i) for i in indices] if eta > 0 else None
         latent = ddim_sample(
-            b.talker.denoise_fn(z, guidance), x_T, steps or self.cfg.steps, self.image_cfg, eta=eta, generators=gens
+            b.talker.denoise_fn(z, guidance),
+            x_T,
+            self.cfg.steps if steps is None else steps,
+            self.image_cfg,
+            eta=eta,
+            generators=gens,
         )
         return to_uint8(b.codec.decode(latent).clamp(-1, 1))  # (B, S, S, 3)
 
@@ -256,6 +266,9 @@ class FaceEditTalkerPipeline:
         """Generate the talking head. With ``output`` (path or ``s3://`` URI) frames stream into an mp4
         (H.264 + AAC at ``fps``) that appears only when complete; without it frames are returned."""
         parsed = self.parse(edits, text)  # validate edits before any expensive work
+        for name, value in (("steps", steps), ("batch_size", batch_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value}: expected 1 or more (None: the pipeline's setting)")
         if isinstance(audio, np.ndarray):
             speech = np.asarray(audio, np.float32).reshape(-1)
             if speech.size > self.cfg.max_seconds * SAMPLE_RATE:
@@ -267,7 +280,7 @@ class FaceEditTalkerPipeline:
         check_speech(speech, self.cfg.min_seconds)
         ref = image if isinstance(image, Reference) else self.encode(image, reference_landmarks, steps)
         points = self.motion(speech, ref, pose_style)
-        T, bs = points.shape[0], batch_size or self.cfg.batch_size
+        T, bs = points.shape[0], self.cfg.batch_size if batch_size is None else batch_size
         eta = self.cfg.eta if eta is None else eta
         S = self.image_cfg.image_size
         writer = Mp4Writer(output, S, S, self.cfg.fps, SAMPLE_RATE) if output else None

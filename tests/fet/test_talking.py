@@ -254,6 +254,9 @@ def test_bad_inputs_get_clear_errors_and_leave_no_file(pipe, tmp_path):
         pipe(image, b"garbage bytes, not a wav", output=str(out), reference_landmarks=lms)
     with pytest.raises(ValueError, match="expected a value in"):
         pipe(image, speech(1.0), {"Eyeglasses": 3.0}, output=str(out), reference_landmarks=lms)
+    for setting in ("steps", "batch_size"):  # 0 is refused, not read as the pipeline's setting
+        with pytest.raises(ValueError, match=f"{setting}=0: expected 1 or more"):
+            pipe(image, speech(1.0), output=str(out), reference_landmarks=lms, **{setting: 0})
     short = FaceEditTalkerPipeline(pipe.bundle, pipe.cfg.__class__(max_seconds=0.5))
     with pytest.raises(ValueError, match="longer than the maximum"):
         short(image, speech(1.0), output=str(out), reference_landmarks=lms)
@@ -316,6 +319,12 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
               "-o", str(tmp_path / "bad.mp4")])  # fmt: skip
     assert e.value.code == 2 and "none.wav: no such audio file" in capsys.readouterr().err
     assert not (tmp_path / "bad.mp4").exists()
+    for flag in ("--steps", "--batch-size"):  # 0 is refused, not read as "the default"
+        with pytest.raises(SystemExit) as e:
+            main(["generate", "--bundle", bundle, "--image", str(portrait), "--audio", str(wav), flag, "0",
+                  "-o", str(tmp_path / "bad.mp4")])  # fmt: skip
+        assert e.value.code == 2
+        assert f"argument {flag}: '0': expected a whole number of 1 or more" in capsys.readouterr().err
 
 
 def test_several_faces_use_the_largest_and_say_so(pipe):
