@@ -48,18 +48,22 @@ def generate_main(argv: list[str]) -> None:
 
     pipe = FaceEditTalkerPipeline.from_bundle(args.bundle, args.device)
     edits = pipe.bundle.library.parse_spec(args.edit) if args.edit else None
-    bar = tqdm(desc="frames", unit="frame")
+    bars: list[tqdm] = []  # started by the first rendered batch, so a refused input prints no empty bar
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(total=total, desc="frames", unit="frame"))
+        bars[0].n = done
+        bars[0].refresh()
 
-    result = pipe(
-        args.image, args.audio, edits, args.text, output=args.out, seed=args.seed, steps=args.steps,
-        batch_size=args.batch_size, pose_style=args.pose_style, callback=progress,
-    )  # fmt: skip
-    bar.close()
+    try:
+        result = pipe(
+            args.image, args.audio, edits, args.text, output=args.out, seed=args.seed, steps=args.steps,
+            batch_size=args.batch_size, pose_style=args.pose_style, callback=progress,
+        )  # fmt: skip
+    finally:
+        for bar in bars:
+            bar.close()
     _report(result.edits, result.notes)
     print(f"{result.num_frames} frames, {result.audio_seconds:.2f} s, edits {result.edits.edits} → {args.out}")
 
