@@ -121,6 +121,19 @@ def exists(uri: str | os.PathLike) -> bool:
     return Path(uri).exists()
 
 
+def delete(uri: str | os.PathLike) -> None:
+    """Remove one file or object; one that is already gone is no error."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        except Exception as e:
+            raise _s3_error(uri, e) from e
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
 def list_files(uri: str | os.PathLike) -> list[str]:
     """Every file under a directory or prefix, as full paths/URIs, sorted."""
     uri = str(uri)

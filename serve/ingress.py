@@ -12,6 +12,7 @@ see real types, not strings, in their signatures.)
 import asyncio
 import io
 import json
+import logging
 import os
 import re
 import time
@@ -41,6 +42,7 @@ TextField = Annotated[str | None, Form()]
 FloatField = Annotated[float | None, Form()]
 IntField = Annotated[int | None, Form()]
 ID = re.compile(r"^[0-9a-f]{32}$")
+logger = logging.getLogger("ray.serve")
 
 app = FastAPI(
     title="FaceEditTalker",
@@ -139,6 +141,7 @@ class Ingress:
         app.state.max_payload = int(self.options.max_payload_mb * 1024 * 1024)
         app.state.retry_after = self.options.retry_after_seconds
         self.tasks: set[asyncio.Task] = set()
+        self.swept = 0.0  # when this replica last deleted expired jobs
 
     # -- input checks --------------------------------------------------------------------------------------
     async def _image(self, upload: UploadFile | None, field: str = "image") -> bytes:
@@ -306,11 +309,23 @@ class Ingress:
             job.update(state="failed", error=_message(e))
         await asyncio.to_thread(self.store.save_job, job)
 
-    async def _start_job(self, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> dict:
-        job = self.store.new_job({"reference_id": ref_id, "edits": edits, "audio_seconds": speech.size / SAMPLE_RATE})
-        task = asyncio.create_task(self._run_job(job, ref_id, speech, edits))
+    def _background(self, work) -> None:
+        task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _expire_jobs(self) -> None:
+        try:
+            await asyncio.to_thread(self.store.expire_jobs, self.options.job_ttl_seconds)
+        except Exception as e:  # the next job's sweep tries again
+            logger.warning("deleting expired jobs failed: %s", _message(e))
+
+    async def _start_job(self, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> dict:
+        job = self.store.new_job({"reference_id": ref_id, "edits": edits, "audio_seconds": speech.size / SAMPLE_RATE})
+        self._background(self._run_job(job, ref_id, speech, edits))
+        if time.time() - self.swept > self.options.job_sweep_seconds:  # new jobs make room: expired ones go
+            self.swept = time.time()
+            self._background(self._expire_jobs())
         return job
 
     async def _media(self, form: MediaForm) -> tuple[str, np.ndarray, dict[str, float]]:
@@ -347,7 +362,7 @@ class Ingress:
         if job["state"] in ("queued", "running") and now - job["updated"] > self.options.job_stale_seconds:
             job.update(state="failed", error="the replica running this job stopped; submit it again")
             self.store.save_job(job)
-        if now - job["created"] > self.options.job_ttl_seconds:
+        if now - job["updated"] > self.options.job_ttl_seconds:
             raise HTTPException(404, f"job {job_id}: expired (results are kept {self.options.job_ttl_seconds} s)")
         return job
 

@@ -3,13 +3,17 @@
 refs/<id>.safetensors          an inverted face (``fet.references``), reused by id
 jobs/<id>/state.json           state, progress, timestamps, error
 jobs/<id>/result.mp4           the video, once done
+
+A job unchanged for longer than its time to live is deleted, result and all (``expire_jobs``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fet import storage
@@ -56,3 +60,26 @@ class StateStore:
 
     def result(self, job_id: str) -> bytes:
         return storage.read_bytes(self._job(job_id, "result.mp4"))
+
+    def expire_jobs(self, ttl_seconds: float) -> list[str]:
+        """Delete every job unchanged for more than ``ttl_seconds`` (a running job changes with its
+        progress), its result with it → their ids."""
+        try:
+            files = storage.list_files(storage.join(self.root, "jobs"))
+        except storage.StorageError:  # no job yet
+            return []
+        by_job: dict[str, list[str]] = {}
+        for uri in files:
+            by_job.setdefault(uri.rsplit("/", 2)[-2], []).append(uri)
+        expired = []
+        for job_id, uris in by_job.items():
+            state = self.job(job_id)
+            if state is None or time.time() - state["updated"] <= ttl_seconds:
+                continue
+            for uri in sorted(uris, key=lambda u: u.endswith("state.json")):  # the state last
+                storage.delete(uri)
+            if not storage.is_s3(self.root):
+                with contextlib.suppress(OSError):  # not empty: a write under way keeps it
+                    Path(self._job(job_id, "")).rmdir()
+            expired.append(job_id)
+        return expired

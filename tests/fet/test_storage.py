@@ -11,6 +11,9 @@ def test_local_round_trip_is_atomic(tmp_path):
     assert storage.list_files(tmp_path) == [str(path)]
     with pytest.raises(storage.StorageError, match="no such file"):
         storage.read_bytes(tmp_path / "missing")
+    storage.delete(path)
+    storage.delete(path)  # already gone: no error
+    assert not path.exists()
 
 
 def test_s3_round_trip(s3_bucket, tmp_path):
@@ -18,6 +21,9 @@ def test_s3_round_trip(s3_bucket, tmp_path):
     storage.write_text(uri, "hello")
     assert storage.exists(uri) and not storage.exists(uri + ".no")
     assert storage.read_text(uri) == "hello"
+    storage.delete(uri)
+    storage.delete(uri)  # already gone: no error
+    assert not storage.exists(uri)
     (tmp_path / "tree" / "sub").mkdir(parents=True)
     (tmp_path / "tree" / "sub" / "y.bin").write_bytes(b"\x00\x01")
     storage.upload_dir(tmp_path / "tree", storage.join(s3_bucket, "tree"))

@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import av
 import numpy as np
@@ -25,6 +26,7 @@ KEY = "test-key-123"
 SIZE = 0  # the bundle's image size, set by the server fixture
 STAGE2_METRICS = {"val_auroc/Eyeglasses": 0.97, "val_auroc/Smiling": 0.5, "val_auroc_mean": 0.735}
 BUNDLE = ""  # its directory, set by the server fixture
+STATE = Path()  # the service's state directory, set by the server fixture
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -43,8 +45,8 @@ def server(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serve")
     bundle = build_bundle(tmp, metrics={"stage2": STAGE2_METRICS}, direction="label_model")
-    global SIZE, BUNDLE
-    BUNDLE = bundle
+    global SIZE, BUNDLE, STATE
+    BUNDLE, STATE = bundle, tmp / "state"
     SIZE = json.loads((tmp / "bundle" / "denoiser.json").read_text())["config"]["image_size"]
     (tmp / "key").write_text(KEY)
     if ray.is_initialized():
@@ -54,8 +56,8 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    opts = AppOptions(bundle=bundle, state_dir=str(tmp / "state"), api_key_file=str(tmp / "key"), max_payload_mb=1,
-                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8)  # fmt: skip
+    opts = AppOptions(bundle=bundle, state_dir=str(STATE), api_key_file=str(tmp / "key"), max_payload_mb=1,
+                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, job_sweep_seconds=1)  # fmt: skip
     run(opts, port=port)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -150,6 +152,32 @@ def test_job_flow_reports_progress_and_result(server, face):
     # audio longer than sync_max_seconds on /v1/generate becomes a job too
     long = post(server, "/v1/generate", files={"audio": ("s.wav", wav_bytes(speech(3.0)))}, data={"reference_id": ref})
     assert long.status_code == 202 and long.json()["state"] in ("queued", "running", "done")
+
+
+def test_an_expired_job_is_deleted_when_new_jobs_come(server, face):
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+
+    def submit() -> str:
+        r = post(server, "/v1/jobs", files={"audio": ("s.wav", wav_bytes(speech(1.0)))}, data={"reference_id": ref})
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+    old = submit()
+    deadline = time.time() + 120
+    while requests.get(f"{server}/v1/jobs/{old}", headers={"X-API-Key": KEY}).json()["state"] != "done":
+        assert time.time() < deadline
+        time.sleep(0.2)
+    state = STATE / "jobs" / old / "state.json"
+    state.write_text(json.dumps(json.loads(state.read_text()) | {"updated": time.time() - 7200}))  # 2 h untouched
+    gone = requests.get(f"{server}/v1/jobs/{old}", headers={"X-API-Key": KEY})
+    assert gone.status_code == 404 and "expired" in gone.json()["detail"]
+    assert (STATE / "jobs" / old / "result.mp4").exists()  # still on disk until a new job comes
+    time.sleep(1.1)  # the sweep interval (job_sweep_seconds)
+    submit()
+    deadline = time.time() + 60
+    while (STATE / "jobs" / old).exists():
+        assert time.time() < deadline, "the expired job was never deleted"
+        time.sleep(0.2)
 
 
 def test_twenty_concurrent_requests_all_succeed(server, face):
