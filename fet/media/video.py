@@ -4,11 +4,12 @@ timeline, in segments, so hours of footage never sit in memory at once.
 decord does the decoding (fast random access); when decord cannot open a file, PyAV/FFmpeg is tried,
 which reads more codecs and containers. Frames are picked by timestamp onto the target rate (25 fps:
 what HDTF and SyncNet assume), so a 30 fps or 29.97 fps input becomes a true 25 fps clip rather than
-a sped-up one.
+a sped-up one, and a phone's variable frame rate keeps each frame at its own time, in step with the
+audio.
 
 Frames come upright as players show them: a phone stores the pixels as its sensor lay and marks the
-turn in the container's display matrix. decord turns them itself (but at some sizes a quarter turn
-garbles its frames, which sends the video to FFmpeg); PyAV does not, so its frames are turned here.
+turn in the container's display matrix. decord turns them itself; PyAV does not, so its frames are
+turned here. (decord garbles frames of some small widths, 48 for one: those videos go to FFmpeg.)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class VideoInfo:
     width: int
     height: int
     decoder: str  # decord | pyav | images
+    times: np.ndarray | None = None  # when each frame starts, seconds after the first; None: every 1/fps
 
     @property
     def seconds(self) -> float:
@@ -48,9 +50,22 @@ class VideoInfo:
 
 
 def timeline(info: VideoInfo, fps: float) -> np.ndarray:
-    """Source frame index shown at each tick of a ``fps`` timeline over the whole video, (T,)."""
+    """Source frame index shown at each tick of a ``fps`` timeline over the whole video, (T,): the last
+    frame to start by the tick's time."""
     T = int(np.floor(info.seconds * fps + 1e-6))
-    return np.minimum(np.floor(np.arange(T) * info.fps / fps + 1e-6).astype(np.int64), info.num_frames - 1)
+    if info.times is None:
+        return np.minimum(np.floor(np.arange(T) * info.fps / fps + 1e-6).astype(np.int64), info.num_frames - 1)
+    shown = np.searchsorted(info.times, np.arange(T) / fps + 1e-3, side="right") - 1  # 1 ms: timestamp rounding
+    return np.clip(shown, 0, info.num_frames - 1).astype(np.int64)
+
+
+def frame_times(starts: list[float | None] | np.ndarray) -> np.ndarray | None:
+    """Each frame's start time in seconds → the same after the first frame; None when a time is missing
+    or they do not increase (the timeline then falls back to the average rate)."""
+    if len(starts) == 0 or any(t is None for t in starts):
+        return None
+    times = np.asarray(starts, np.float64) - float(starts[0])
+    return times if bool(np.all(np.diff(times) > 0)) else None
 
 
 class VideoReader:
@@ -99,10 +114,11 @@ class VideoReader:
         if len(vr) == 0:
             raise RuntimeError("no frames")
         h, w, channels = vr[0].shape
-        if channels != 3:  # a quarter-turned video at some sizes: the frames are garbled
+        if channels != 3:  # some small widths: it takes the padded row length for more channels
             raise RuntimeError(f"decord gives frames of {channels} channels")
         vr.seek(0)
-        self.info = VideoInfo(len(vr), float(vr.get_avg_fps()), int(w), int(h), "decord")
+        times = frame_times(vr.get_frame_timestamp(range(len(vr)))[:, 0])
+        self.info = VideoInfo(len(vr), float(vr.get_avg_fps()), int(w), int(h), "decord", times)
         self._decord = vr
 
     def _open_pyav(self, decord_error: Exception) -> None:
@@ -116,7 +132,8 @@ class VideoReader:
                 fps = float(stream.average_rate or stream.guessed_rate or 0)
                 frames = container.decode(stream)
                 first = next(frames, None)
-                count = (first is not None) + sum(1 for _ in frames)
+                starts = [] if first is None else [first.time, *(frame.time for frame in frames)]
+                count = len(starts)
         except VideoError:
             raise
         except Exception as e:
@@ -129,7 +146,7 @@ class VideoReader:
         # the display matrix's turn: FFmpeg gives degrees counter-clockwise, the way np.rot90 turns
         self._turns = round(first.rotation / 90) % 4
         w, h = stream.codec_context.width, stream.codec_context.height
-        self.info = VideoInfo(count, fps, *((h, w) if self._turns % 2 else (w, h)), "pyav")
+        self.info = VideoInfo(count, fps, *((h, w) if self._turns % 2 else (w, h)), "pyav", frame_times(starts))
 
     def _open_folder(self, folder: str, fps: float) -> None:
         files = [f for f in storage.list_files(folder) if f.lower().endswith(IMAGE_SUFFIXES)]

@@ -1,17 +1,20 @@
-"""Reading video upright: a phone stores the pixels as its sensor lay and marks the turn in the
-container's display matrix; the reader gives the frames as players show them, through decord or, where
-decord fails, through FFmpeg, which it decodes in order once."""
+"""Reading video as a phone recorded it: upright (the phone stores the pixels as its sensor lay and
+marks the turn in the container's display matrix) and by time (its frame rate varies), through decord
+or, where decord fails, through FFmpeg, which the reader decodes in order once."""
 
 from __future__ import annotations
 
+import io
 import struct
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 
 from fet.landmarks.detector import FaceLandmarkDetector
 from fet.media.mp4 import encode_mp4
-from fet.media.video import VideoReader
+from fet.media.video import VideoReader, timeline
 from tests.conftest import media
 
 MOUTH, LEFT_EYE = 13, 159  # MediaPipe face-mesh points: upper inner lip, left upper eyelid
@@ -52,8 +55,8 @@ def test_a_phone_video_is_read_upright(tmp_path, talking, degrees):
 
 
 @pytest.mark.parametrize("degrees", [90, 270])
-def test_a_turned_video_decord_garbles_is_read_upright_by_ffmpeg_in_order(degrees):
-    upright = np.zeros((30, 64, 48, 3), np.uint8)  # decord garbles a quarter turn of 64 × 48 (0.6.0)
+def test_a_turned_video_too_narrow_for_decord_is_read_upright_by_ffmpeg_in_order(degrees):
+    upright = np.zeros((30, 64, 48, 3), np.uint8)  # decord 0.6.0 garbles frames 48 wide
     upright[:, :16, :12] = 255  # a white corner, top left
     upright[:] += (np.arange(30) * 6)[:, None, None, None].astype(np.uint8)  # and each frame's index
     reader = VideoReader(phone_video(upright, degrees))
@@ -61,3 +64,39 @@ def test_a_turned_video_decord_garbles_is_read_upright_by_ffmpeg_in_order(degree
     got = np.concatenate([frames for _, frames in reader.segments(25, 12)])  # three segments, in order
     assert got.shape == upright.shape and np.abs(got.astype(int) - upright).mean() < 3
     assert np.array_equal(reader.frames(np.array([4, 5])), got[4:6])  # an earlier frame: decoded again
+
+
+def variable_rate_mp4(frames: np.ndarray, starts_ms: np.ndarray) -> bytes:
+    """H.264 mp4 whose frame i starts at ``starts_ms[i]`` milliseconds."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=50)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for frame, start in zip(frames, starts_ms, strict=True):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture.pts, picture.time_base = int(start), Fraction(1, 1000)
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_a_variable_frame_rate_is_read_by_time(decoder):
+    gaps = np.array([20, 60] * 30 + [20] * 30)  # ms: 25 fps on average for 2.4 s, then 50 fps
+    starts = np.concatenate([[0], np.cumsum(gaps)[:-1]])
+    index = np.arange(len(starts))
+    upright = np.zeros((len(starts), 64, 64 if decoder == "decord" else 48, 3), np.uint8)
+    upright[..., 0], upright[..., 1] = (index * 16 % 256)[:, None, None], (index // 16 * 40)[:, None, None]
+    if decoder == "decord":
+        data = variable_rate_mp4(upright, starts)
+    else:  # 48 wide, which decord garbles, and turned a quarter
+        data = turned(variable_rate_mp4(np.rot90(upright, 1, axes=(1, 2)), starts), 90)
+    reader = VideoReader(data)
+    assert reader.info.decoder == decoder
+    ticks = timeline(reader.info, 25)
+    on_screen = np.searchsorted(starts, np.arange(len(ticks)) * 40, side="right") - 1  # the last frame begun
+    assert np.array_equal(ticks, on_screen)  # by the average rate, tick 50 (2 s) would show frame 59 (2.34 s)
+    frames = reader.frames(ticks).astype(int)
+    shown = np.round(frames[:, 32, 24, 1] / 40) * 16 + np.round(frames[:, 32, 24, 0] / 16) % 16
+    assert np.array_equal(shown, on_screen)
