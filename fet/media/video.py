@@ -133,7 +133,6 @@ class VideoReader:
                 frames = container.decode(stream)
                 first = next(frames, None)
                 starts = [] if first is None else [first.time, *(frame.time for frame in frames)]
-                count = len(starts)
         except VideoError:
             raise
         except Exception as e:
@@ -141,12 +140,12 @@ class VideoReader:
             raise VideoError(
                 f"{self.name}: not a readable video (decord: {_short(decord_error)}; FFmpeg: {_short(e)})", reason
             ) from e
-        if count == 0 or fps <= 0:
+        if not starts or fps <= 0:
             raise VideoError(f"{self.name}: the video stream holds no decodable frames", "corrupt")
         # the display matrix's turn: FFmpeg gives degrees counter-clockwise, the way np.rot90 turns
         self._turns = round(first.rotation / 90) % 4
         w, h = stream.codec_context.width, stream.codec_context.height
-        self.info = VideoInfo(count, fps, *((h, w) if self._turns % 2 else (w, h)), "pyav", frame_times(starts))
+        self.info = VideoInfo(len(starts), fps, *((h, w) if self._turns % 2 else (w, h)), "pyav", frame_times(starts))
 
     def _open_folder(self, folder: str, fps: float) -> None:
         files = [f for f in storage.list_files(folder) if f.lower().endswith(IMAGE_SUFFIXES)]
