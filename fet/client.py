@@ -6,8 +6,9 @@
     Path("glasses.png").write_bytes(c.edit(ref, text="add glasses"))
     Path("talk.mp4").write_bytes(c.generate(ref, "speech.wav", edits={"Smiling": 0.4}))
 
-Long speech goes through jobs (``submit`` → ``wait`` → result bytes). Errors raise ``ServiceError``
-with the service's message and HTTP status.
+Long speech goes through jobs (``submit`` → ``wait`` → result bytes). A request the service is too
+busy for (503) is sent again after the wait it asks for. Errors raise ``ServiceError`` with the
+service's message and HTTP status.
 """
 
 from __future__ import annotations
@@ -31,15 +32,24 @@ def _bytes(data: bytes | str | os.PathLike) -> bytes:
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 600) -> None:
-        self.url, self.timeout = url.rstrip("/"), timeout
+    """``retries``: how many times a request the service is too busy for (503) is sent again, after
+    the wait its ``Retry-After`` asks (at most ``max_wait`` seconds)."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 600,
+                 retries: int = 10, max_wait: float = 30.0) -> None:  # fmt: skip
+        self.url, self.timeout, self.retries, self.max_wait = url.rstrip("/"), timeout, retries, max_wait
         key = api_key or os.environ.get("FET_API_KEY")
         self.session = requests.Session()
         if key:
             self.session.headers["X-API-Key"] = key
 
     def _call(self, method: str, path: str, **kw) -> requests.Response:
-        r = self.session.request(method, f"{self.url}{path}", timeout=self.timeout, **kw)
+        for attempt in range(self.retries + 1):
+            r = self.session.request(method, f"{self.url}{path}", timeout=self.timeout, **kw)
+            if r.status_code != 503 or "Retry-After" not in r.headers or attempt == self.retries:
+                break
+            wait = r.headers["Retry-After"]
+            time.sleep(min(float(wait) if wait.replace(".", "", 1).isdigit() else 1.0, self.max_wait))  # or a date
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail", r.text)

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,13 +82,6 @@ async def _unknown_id(request: Request, e: KeyError) -> JSONResponse:
     return JSONResponse({"detail": _message(e).strip("'\"")}, status_code=404)
 
 
-@app.exception_handler(BackPressureError)
-async def _busy(request: Request, e: BackPressureError) -> JSONResponse:
-    seconds = str(request.app.state.retry_after)
-    return JSONResponse({"detail": "the service is at capacity; retry later"}, status_code=503,
-                        headers={"Retry-After": seconds})  # fmt: skip
-
-
 def _read_api_key(options: AppOptions) -> str | None:
     if options.api_key_file:
         return Path(options.api_key_file).read_text().strip() or None
@@ -139,9 +133,19 @@ class Ingress:
         self.max_alpha = self.attribute_library.max_abs_alpha
         app.state.api_key = _read_api_key(self.options)
         app.state.max_payload = int(self.options.max_payload_mb * 1024 * 1024)
-        app.state.retry_after = self.options.retry_after_seconds
         self.tasks: set[asyncio.Task] = set()
         self.swept = 0.0  # when this replica last deleted expired jobs
+
+    async def _downstream(self, call: Awaitable[Any]) -> Any:
+        """Await a deployment call: a full queue there is a 503 with ``Retry-After`` and a JSON detail, as
+        every other error here. (Serve puts its own handler for ``BackPressureError`` on the app when the
+        replica starts, which answers plain text without the header, so it is caught before it gets
+        there.)"""
+        try:
+            return await call
+        except BackPressureError as e:
+            raise HTTPException(503, "the service is at capacity; retry later",
+                                headers={"Retry-After": str(self.options.retry_after_seconds)}) from e  # fmt: skip
 
     # -- input checks --------------------------------------------------------------------------------------
     async def _image(self, upload: UploadFile | None, field: str = "image") -> bytes:
@@ -221,7 +225,7 @@ class Ingress:
             if not self.store.has_reference(reference_id):
                 raise HTTPException(404, f"reference_id {reference_id}: unknown; encode the image first")
             return reference_id, {"reference_id": reference_id, "notes": [], "cached": True}
-        info = await self.encoder.encode.remote(await self._image(image))
+        info = await self._downstream(self.encoder.encode.remote(await self._image(image)))
         return info["reference_id"], info
 
     # -- routes ---------------------------------------------------------------------------------------------
@@ -262,7 +266,7 @@ class Ingress:
         """The face with its attributes edited, in its own pose → PNG. Parsed edits in ``X-Edits``."""
         parsed = self._edits(edits, text)
         ref_id, _ = await self._reference(image, reference_id)
-        frame = await self.renderer.render.remote(ref_id, None, parsed)
+        frame = await self._downstream(self.renderer.render.remote(ref_id, None, parsed))
         return Response(encode_png(Image.fromarray(frame)), media_type="image/png",
                         headers={"X-Edits": json.dumps(parsed), "X-Reference-Id": ref_id})  # fmt: skip
 
@@ -286,15 +290,15 @@ class Ingress:
         ts = [t] if t is not None else list(np.linspace(0.0, 1.0, frames))
         a, _ = await self._reference(image_a, reference_a)
         b, _ = await self._reference(image_b, reference_b)
-        out = await self.renderer.interpolate.remote(a, b, ts)
+        out = await self._downstream(self.renderer.interpolate.remote(a, b, ts))
         return Response(encode_png(Image.fromarray(np.concatenate(list(out), axis=1))), media_type="image/png")
 
     async def _generate(self, ref_id: str, speech: np.ndarray, edits: dict[str, float], job: dict | None) -> bytes:
-        points = await self.animator.motion.remote(ref_id, speech)
+        points = await self._downstream(self.animator.motion.remote(ref_id, speech))
         T, frames, chunk = len(points), [], max(1, self.options.render_batch)
         for start in range(0, T, chunk):
             calls = [self.renderer.render.remote(ref_id, points[i], edits) for i in range(start, min(T, start + chunk))]
-            frames += await asyncio.gather(*calls)
+            frames += await self._downstream(asyncio.gather(*calls))
             if job is not None:
                 job.update(state="running", progress=len(frames) / T)
                 await asyncio.to_thread(self.store.save_job, job)

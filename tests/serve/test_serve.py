@@ -41,7 +41,7 @@ def server(tmp_path_factory):
     from ray import serve
 
     from serve.app import run
-    from serve.options import AppOptions
+    from serve.options import AppOptions, Scaling
 
     tmp = tmp_path_factory.mktemp("serve")
     bundle = build_bundle(tmp, metrics={"stage2": STAGE2_METRICS}, direction="label_model")
@@ -57,7 +57,8 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     opts = AppOptions(bundle=bundle, state_dir=str(STATE), api_key_file=str(tmp / "key"), max_payload_mb=1,
-                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, job_sweep_seconds=1)  # fmt: skip
+                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, job_sweep_seconds=1,
+                      encoder=Scaling(max_ongoing_requests=1, max_queued_requests=1))  # fmt: skip
     run(opts, port=port)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -178,6 +179,29 @@ def test_an_expired_job_is_deleted_when_new_jobs_come(server, face):
     while (STATE / "jobs" / old).exists():
         assert time.time() < deadline, "the expired job was never deleted"
         time.sleep(0.2)
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_the_client_waits_its_turn(server, face):
+    from fet.client import Client
+
+    def variant(i: int) -> bytes:  # the same face, another image: each needs its own inversion
+        img = Image.open(io.BytesIO(face)).convert("RGB")
+        img.putpixel((0, 0), (i, 255 - i, 7))
+        return png_bytes(img)
+
+    with ThreadPoolExecutor(6) as pool:  # the Encoder takes one and queues one
+        out = list(pool.map(lambda i: post(server, "/v1/references", files={"image": ("f.png", variant(i))}),
+                            range(6)))  # fmt: skip
+    busy = [r for r in out if r.status_code == 503]
+    assert busy and all(r.status_code in (200, 503) for r in out), [(r.status_code, r.text[:300]) for r in out]
+    assert busy[0].headers.get("Retry-After") == "2" and "capacity" in busy[0].json()["detail"], (
+        busy[0].headers,
+        busy[0].text,
+    )
+    client = Client(server, api_key=KEY)
+    with ThreadPoolExecutor(6) as pool:  # the client retries after Retry-After until the service has room
+        refs = list(pool.map(lambda i: client.encode(variant(100 + i)), range(6)))
+    assert len(set(refs)) == 6
 
 
 def test_twenty_concurrent_requests_all_succeed(server, face):
