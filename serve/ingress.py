@@ -10,6 +10,7 @@ see real types, not strings, in their signatures.)
 """
 
 import asyncio
+import hmac
 import io
 import json
 import logging
@@ -92,7 +93,7 @@ def _read_api_key(options: AppOptions) -> str | None:
 
 async def _check_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
     key = request.app.state.api_key
-    if key is not None and x_api_key != key:
+    if key is not None and not hmac.compare_digest((x_api_key or "").encode(), key.encode()):  # in constant time
         raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
 
 
