@@ -181,6 +181,18 @@ def test_an_expired_job_is_deleted_when_new_jobs_come(server, face):
         time.sleep(0.2)
 
 
+def test_a_job_whose_replica_died_is_reported_failed(server):
+    from serve.store import StateStore
+
+    job = StateStore(str(STATE)).new_job({"reference_id": "0" * 32, "edits": {}, "audio_seconds": 3.0})
+    state = STATE / "jobs" / job["id"] / "state.json"  # running, and silent for 10 min: its replica is gone
+    state.write_text(json.dumps(job | {"state": "running", "progress": 0.4, "updated": time.time() - 600}))
+    r = requests.get(f"{server}/v1/jobs/{job['id']}", headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.json()["state"] == "failed" and "submit it again" in r.json()["error"]
+    res = requests.get(f"{server}/v1/jobs/{job['id']}/result", headers={"X-API-Key": KEY})
+    assert res.status_code == 409 and "failed" in res.json()["detail"]
+
+
 def test_a_full_queue_answers_503_with_retry_after_and_the_client_waits_its_turn(server, face):
     from fet.client import Client
 
