@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     say(1, n, f"starting a local Ray head ({HEAD_CPUS} CPUs)", t0)
     head = start_head(num_cpus=HEAD_CPUS)
     print(f"   dashboard {head.address}")
+    done = False
     try:
         say(2, n, f"SynthTalk: {args.images} faces and {args.clips} four-second clips", t0)
         t = time.time()
@@ -308,9 +309,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"MLflow UI:  {BIN / 'mlflow'} ui --backend-store-uri sqlite:///{out / 'mlflow.db'}")
         keep = "" if args.keep_running else " (stopped now; keep it with: make demo ARGS=--keep-running)"
         print(f"Serve docs: {url}/docs{keep}")
+        done = True
     finally:
         if not args.keep_running:
             head.stop()  # Serve's controller, proxy and replicas are actors of this head: they stop with it
+            if done:  # its logs (about 8 MB) are kept only when something failed
+                shutil.rmtree(head.temp, ignore_errors=True)
+            else:
+                print(f"Ray's logs: {head.temp}/session_latest/logs", file=sys.stderr)
 
 
 if __name__ == "__main__":
