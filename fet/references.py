@@ -8,6 +8,8 @@ Nothing is unpickled on load.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -15,7 +17,27 @@ import torch
 from safetensors.torch import load, save
 
 from fet.landmarks.detector import FaceLandmarks
-from fet.pipeline import Reference
+from fet.pipeline import FaceEditTalkerPipeline, Reference
+
+
+def inversion_fingerprint(pipeline: FaceEditTalkerPipeline) -> str:
+    """A digest of all an encoded reference depends on: the weights that find, align and invert a face
+    (face landmarker, semantic encoder, denoiser with its PoseGuider, codec) and the pipeline's settings.
+    A bundle replaced at the same path, or inverting with other settings, gives another fingerprint."""
+    digest, b = hashlib.sha256(), pipeline.bundle
+    for name, module in (("semantic_encoder", b.semantic_encoder), ("talker", b.talker), ("codec", b.codec)):
+        for key, tensor in module.state_dict().items():
+            digest.update(f"{name}.{key}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(b.face_landmarker)
+    digest.update(json.dumps(dataclasses.asdict(pipeline.cfg), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def reference_id(fingerprint: str, image: bytes) -> str:
+    """The id under which a service keeps the reference of ``image`` (its bytes) encoded by the pipeline
+    with that ``inversion_fingerprint``."""
+    return hashlib.sha256(fingerprint.encode() + b"\0" + image).hexdigest()[:32]
 
 
 def reference_to_bytes(ref: Reference) -> bytes:

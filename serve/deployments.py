@@ -1,7 +1,9 @@
 """The model deployments behind the ingress; each loads the bundle once and scales on its own.
 
 - ``Encoder``: face detection, alignment, E_sem and DDIM inversion of a reference image (the costly
-  part of a request), stored under a content id so the same face is never inverted twice.
+  part of a request), stored under a content id (the image's bytes and a fingerprint of the weights and
+  settings that inverted it) so the same face is never inverted twice, and a bundle replaced at the
+  same path never reuses references of the old one.
 - ``Animator``: speech → per-frame landmarks (audio encoder, Audio2Mesh, Audio2Pose, projection).
 - ``Renderer``: landmarks (+ edits) → frames; ``@serve.batch`` gathers frames of concurrent requests
   into one denoiser batch, whatever reference each frame belongs to.
@@ -10,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections import OrderedDict
 from typing import Any
 
@@ -19,7 +20,7 @@ from ray import serve
 
 from fet.editing.interpolate import lerp, slerp
 from fet.pipeline import FaceEditTalkerPipeline, Reference
-from fet.references import reference_from_bytes, reference_to_bytes
+from fet.references import inversion_fingerprint, reference_from_bytes, reference_id, reference_to_bytes
 from serve.options import AppOptions
 from serve.store import StateStore
 
@@ -50,13 +51,13 @@ class _Models:
 
 @serve.deployment
 class Encoder(_Models):
-    def reference_id(self, image: bytes) -> str:
-        """Content id: the image bytes and the bundle it is inverted with."""
-        return hashlib.sha256(self.options.bundle.encode() + b"\0" + image).hexdigest()[:32]
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self.fingerprint = inversion_fingerprint(self.pipeline)  # what a stored reference was made with
 
     def encode(self, image: bytes) -> dict[str, Any]:
         """→ {reference_id, notes, cached}; NoFaceError / ImageError reach the caller."""
-        ref_id = self.reference_id(image)
+        ref_id = reference_id(self.fingerprint, image)
         if ref_id in self.cache or self.store.has_reference(ref_id):
             ref = self.reference(ref_id)
             return {"reference_id": ref_id, "notes": ref.notes, "cached": True}

@@ -34,6 +34,22 @@ def pipe(bundle):
     return FaceEditTalkerPipeline.from_bundle(bundle)
 
 
+def test_a_reference_id_changes_with_the_weights_and_settings_that_invert_the_face(tmp_path):
+    from fet.autoencoder import DiffusionAutoencoder
+    from fet.references import inversion_fingerprint, reference_id
+
+    path = build_bundle(tmp_path / "a")
+    first = inversion_fingerprint(FaceEditTalkerPipeline.from_bundle(path))
+    assert inversion_fingerprint(FaceEditTalkerPipeline.from_bundle(build_bundle(tmp_path / "b"))) == first
+    assert inversion_fingerprint(FaceEditTalkerPipeline.from_bundle(path, steps=5)) != first
+    torch.manual_seed(1)
+    build_bundle(tmp_path / "a", autoencoder=DiffusionAutoencoder(tiny_config()))  # retrained, same path
+    retrained = inversion_fingerprint(FaceEditTalkerPipeline.from_bundle(path))
+    assert retrained != first
+    assert reference_id(first, b"face") != reference_id(retrained, b"face") != reference_id(retrained, b"other")
+    assert len(reference_id(first, b"face")) == 32
+
+
 def test_component_shapes():
     feats = torch.randn(2, 30, 64)
     mesh = Audio2Mesh(Audio2MeshConfig(feature_dim=64, hidden=32, layers=1, heads=2))

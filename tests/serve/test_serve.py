@@ -114,6 +114,9 @@ def test_edit_returns_png_and_reused_reference_is_faster(server, face):
     got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
     assert np.abs(got - want.astype(int)).max() <= 1
     ref = r.headers["X-Reference-Id"]
+    from fet.references import inversion_fingerprint, reference_id
+
+    assert ref == reference_id(inversion_fingerprint(pipe), face)  # kept under what inverted it, not the path
     t = time.perf_counter()
     r2 = post(server, "/v1/edit", data={"reference_id": ref, "text": "make them smile"})
     reused = time.perf_counter() - t
