@@ -135,6 +135,9 @@ class FaceEditTalkerPipeline:
         return crop, crop_face, notes
 
     @torch.no_grad()
+    def _steps(self, steps: int | None) -> int:
+        return self.cfg.steps if steps is None else steps  # 0 reaches DDIM, which refuses it
+
     def encode(
         self, image: ImageInput, landmarks: FaceLandmarks | None = None, steps: int | None = None, name: str = "image"
     ) -> Reference:
@@ -155,12 +158,7 @@ class FaceEditTalkerPipeline:
         ref_feats = b.talker.pose_guider.encode_reference(ref_map)
         z = b.semantic_encoder(x)
         guidance = b.talker.guidance(ref_map, ref_feats)
-        x_T = ddim_invert(
-            b.talker.denoise_fn(z, guidance),
-            b.codec.encode(x),
-            self.cfg.steps if steps is None else steps,
-            self.image_cfg,
-        )
+        x_T = ddim_invert(b.talker.denoise_fn(z, guidance), b.codec.encode(x), self._steps(steps), self.image_cfg)
         mesh = head_mesh(landmarks.points, landmarks.transform)
         return Reference(x, landmarks, mesh, ref_map, ref_feats, z, x_T, notes)
 
@@ -238,12 +236,7 @@ class FaceEditTalkerPipeline:
             z, x_T = z.expand(n, -1), x_T.expand(n, -1, -1, -1)
         gens = [frame_generator(seed, i) for i in indices] if eta > 0 else None
         latent = ddim_sample(
-            b.talker.denoise_fn(z, guidance),
-            x_T,
-            self.cfg.steps if steps is None else steps,
-            self.image_cfg,
-            eta=eta,
-            generators=gens,
+            b.talker.denoise_fn(z, guidance), x_T, self._steps(steps), self.image_cfg, eta=eta, generators=gens
         )
         return to_uint8(b.codec.decode(latent).clamp(-1, 1))  # (B, S, S, 3)
 

@@ -73,9 +73,9 @@ class StateStore:
             by_job.setdefault(uri.rsplit("/", 2)[-2], []).append(uri)
         expired = []
         for job_id, uris in by_job.items():
-            state = self.job(job_id)
-            if state is None or time.time() - state["updated"] <= ttl_seconds:
-                continue
+            state = self._job(job_id, "state.json")
+            if state not in uris or time.time() - json.loads(storage.read_text(state))["updated"] <= ttl_seconds:
+                continue  # (listed already: read, without asking first whether it exists)
             for uri in sorted(uris, key=lambda u: u.endswith("state.json")):  # the state last
                 storage.delete(uri)
             if not storage.is_s3(self.root):
