@@ -76,6 +76,20 @@ def load_audio(
     return samples
 
 
+def align_start(audio: np.ndarray, offset_seconds: float, sample_rate: int = SAMPLE_RATE, name: str = "audio"
+                ) -> np.ndarray:  # fmt: skip
+    """Audio that starts ``offset_seconds`` after the picture (before it, when negative) → the same audio
+    on the picture's clock, sample 0 at the first frame: silence in front, or the sound before the first
+    frame cut off. ``fet.media.video.VideoInfo.audio_offset`` measures the offset."""
+    shift = round(offset_seconds * sample_rate)
+    if shift >= 0:
+        return np.concatenate([np.zeros(shift, audio.dtype), audio]) if shift else audio
+    if -shift >= audio.size:
+        raise AudioError(f"{name}: the audio ends {(-shift - audio.size) / sample_rate:.2f} s before the first "
+                         "video frame")  # fmt: skip
+    return audio[-shift:]
+
+
 def check_speech(audio: np.ndarray, min_seconds: float, sample_rate: int = SAMPLE_RATE, name: str = "audio") -> None:
     """Refuse audio that is too short to drive a video or is digital silence."""
     seconds = audio.size / sample_rate

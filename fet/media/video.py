@@ -10,6 +10,10 @@ audio.
 Frames come upright as players show them: a phone stores the pixels as its sensor lay and marks the
 turn in the container's display matrix. decord turns them itself; PyAV does not, so its frames are
 turned here. (decord garbles frames of some small widths, 48 for one: those videos go to FFmpeg.)
+
+The timeline starts at the first frame. A container's audio track may start at another time (a clip cut
+from a stream, a recorder that starts one track late): ``VideoInfo.audio_offset`` says by how much, so
+the audio can be put on the same clock (``fet.audio.load.align_start``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class VideoInfo:
     height: int
     decoder: str  # decord | pyav | images
     times: np.ndarray | None = None  # when each frame starts, seconds after the first; None: every 1/fps
+    audio_offset: float = 0.0  # when the container's audio starts, seconds after the first frame (< 0: before)
 
     @property
     def seconds(self) -> float:
@@ -57,6 +62,18 @@ def timeline(info: VideoInfo, fps: float) -> np.ndarray:
         return np.minimum(np.floor(np.arange(T) * info.fps / fps + 1e-6).astype(np.int64), info.num_frames - 1)
     shown = np.searchsorted(info.times, np.arange(T) / fps + 1e-3, side="right") - 1  # 1 ms: timestamp rounding
     return np.clip(shown, 0, info.num_frames - 1).astype(np.int64)
+
+
+def audio_offset(container: Any) -> float:
+    """When the first audio stream of an open PyAV ``container`` starts, in seconds after its first video
+    stream starts: what a player waits before the sound (< 0: the sound begins before the picture). 0
+    when the container lacks either stream or a start time."""
+    if not container.streams.video or not container.streams.audio:
+        return 0.0
+    video, audio = container.streams.video[0], container.streams.audio[0]
+    if video.start_time is None or audio.start_time is None:
+        return 0.0
+    return float(audio.start_time * audio.time_base - video.start_time * video.time_base)
 
 
 def frame_times(starts: list[float | None] | np.ndarray) -> np.ndarray | None:
@@ -117,9 +134,20 @@ class VideoReader:
         if channels != 3:  # some small widths: it takes the padded row length for more channels
             raise RuntimeError(f"decord gives frames of {channels} channels")
         vr.seek(0)
-        times = frame_times(vr.get_frame_timestamp(range(len(vr)))[:, 0])
-        self.info = VideoInfo(len(vr), float(vr.get_avg_fps()), int(w), int(h), "decord", times)
+        times = frame_times(vr.get_frame_timestamp(range(len(vr)))[:, 0])  # decord's start at 0: no offsets
+        self.info = VideoInfo(len(vr), float(vr.get_avg_fps()), int(w), int(h), "decord", times, self._probe_offset())
         self._decord = vr
+
+    def _probe_offset(self) -> float:
+        """``audio_offset`` from the container's header (FFmpeg reads it without decoding); 0 where it
+        cannot tell."""
+        import av
+
+        try:
+            with av.open(self._stream()) as container:
+                return audio_offset(container)
+        except Exception:  # decord read the frames; a header FFmpeg cannot parse gives them no offset
+            return 0.0
 
     def _open_pyav(self, decord_error: Exception) -> None:
         import av
@@ -130,6 +158,7 @@ class VideoReader:
                     raise VideoError(f"{self.name}: the file has no video stream", "no_video")
                 stream = container.streams.video[0]
                 fps = float(stream.average_rate or stream.guessed_rate or 0)
+                offset = audio_offset(container)
                 frames = container.decode(stream)
                 first = next(frames, None)
                 starts = [] if first is None else [first.time, *(frame.time for frame in frames)]
@@ -145,7 +174,8 @@ class VideoReader:
         # the display matrix's turn: FFmpeg gives degrees counter-clockwise, the way np.rot90 turns
         self._turns = round(first.rotation / 90) % 4
         w, h = stream.codec_context.width, stream.codec_context.height
-        self.info = VideoInfo(len(starts), fps, *((h, w) if self._turns % 2 else (w, h)), "pyav", frame_times(starts))
+        size = (h, w) if self._turns % 2 else (w, h)
+        self.info = VideoInfo(len(starts), fps, *size, "pyav", frame_times(starts), offset)
 
     def _open_folder(self, folder: str, fps: float) -> None:
         files = [f for f in storage.list_files(folder) if f.lower().endswith(IMAGE_SUFFIXES)]

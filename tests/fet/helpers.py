@@ -1,7 +1,8 @@
-"""Small models and images shared by the tests of the image module."""
+"""Small models, images and media shared by the tests of the fet modules."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -38,6 +39,27 @@ def png_header(side: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grey
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
+
+
+def shifted(mp4: bytes, audio_seconds: float, video_seconds: float = 0.0) -> bytes:
+    """``mp4`` with its audio track starting ``audio_seconds`` later and its video ``video_seconds``
+    later, the packets copied as they are: a track that starts late, as a recorder or a cut writes it.
+    (The copy loses the edit list that hid the AAC encoder's 23 ms of priming, which now plays first.)"""
+    import av
+
+    out = io.BytesIO()
+    with av.open(io.BytesIO(mp4)) as source, av.open(out, "w", format="mp4") as target:
+        tracks = (source.streams.video[0], source.streams.audio[0])
+        streams = {s.index: target.add_stream_from_template(s) for s in tracks}
+        for packet in source.demux(*tracks):
+            if packet.dts is None:  # the demuxer's flush packet
+                continue
+            delay = audio_seconds if packet.stream.type == "audio" else video_seconds
+            ticks = round(delay / packet.stream.time_base)
+            packet.pts, packet.dts = packet.pts + ticks, packet.dts + ticks
+            packet.stream = streams[packet.stream.index]
+            target.mux(packet)
+    return out.getvalue()
 
 
 def overfit(model: DiffusionAutoencoder, images: torch.Tensor, steps: int, lr: float = 3e-3) -> list[float]:

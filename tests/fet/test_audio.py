@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fet.audio.features import AudioEncoder, AudioEncoderConfig, interpolate_to_frames
-from fet.audio.load import AudioError, check_speech, load_audio, num_frames
+from fet.audio.load import AudioError, align_start, check_speech, load_audio, num_frames
 from tests.conftest import media
 from tests.fet.talking_helpers import speech
 
@@ -78,6 +78,16 @@ def test_video_without_audio_track_is_refused(tmp_path):
     path.write_bytes(encode_mp4(np.zeros((5, 16, 16, 3), np.uint8), None, 16000))
     with pytest.raises(AudioError, match="no audio stream"):
         load_audio(path)
+
+
+def test_align_start_pads_a_late_track_and_cuts_an_early_one():
+    sound = np.arange(1, 16_001, dtype=np.float32)
+    late = align_start(sound, 0.25)
+    assert late.size == 20_000 and not late[:4000].any() and np.array_equal(late[4000:], sound)
+    assert np.array_equal(align_start(sound, -0.25), sound[4000:])
+    assert align_start(sound, 0.0) is sound
+    with pytest.raises(AudioError, match=r"clip.mp4: the audio ends 1.00 s before the first video frame"):
+        align_start(sound, -2.0, name="clip.mp4")
 
 
 def test_frame_count_and_feature_alignment():

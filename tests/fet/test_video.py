@@ -12,10 +12,12 @@ import av
 import numpy as np
 import pytest
 
+from fet.audio.load import align_start, load_audio
 from fet.landmarks.detector import FaceLandmarkDetector
 from fet.media.mp4 import encode_mp4
 from fet.media.video import VideoReader, timeline
 from tests.conftest import media
+from tests.fet.helpers import shifted
 
 MOUTH, LEFT_EYE = 13, 159  # MediaPipe face-mesh points: upper inner lip, left upper eyelid
 
@@ -100,3 +102,25 @@ def test_a_variable_frame_rate_is_read_by_time(decoder):
     frames = reader.frames(ticks).astype(int)
     shown = np.round(frames[:, 32, 24, 1] / 40) * 16 + np.round(frames[:, 32, 24, 0] / 16) % 16
     assert np.array_equal(shown, on_screen)
+
+
+def lag(sound: np.ndarray, later: np.ndarray, near: int, within: int = 200) -> int:
+    """How many samples later ``sound`` (its second 1–2) plays in ``later``, searched ``within`` of ``near``."""
+    piece = sound[16_000:32_000]
+    return max(range(near - within, near + within + 1),
+               key=lambda k: float(np.dot(piece, later[16_000 + k : 32_000 + k])))  # fmt: skip
+
+
+@pytest.mark.parametrize("audio_s, video_s", [(0.5, 0.0), (0.0, 0.5)])
+def test_a_track_that_starts_late_is_put_on_the_frames_clock(audio_s, video_s):
+    """A talking head whose sound starts half a second after its first frame, or whose picture starts
+    half a second after the sound: the reader says by how much, and ``align_start`` puts the sound where a
+    player plays it (on the frames' clock, sample 0 at the first frame)."""
+    original = media("video/retalking_5.mp4").read_bytes()
+    sound = load_audio(original)
+    data = shifted(original, audio_s, video_s)
+    offset = VideoReader(data).info.audio_offset
+    assert offset == pytest.approx(audio_s - video_s, abs=0.03)  # 23 ms of AAC priming now plays first
+    expected = round((audio_s - video_s) * 16_000)
+    assert lag(sound, align_start(load_audio(data), offset), expected) == pytest.approx(expected, abs=40)
+    assert VideoReader(original).info.audio_offset == 0.0

@@ -21,6 +21,8 @@ from fet.landmarks.detector import FaceLandmarkDetector
 from fet.media.mp4 import write_mp4
 from fet.media.video import VideoReader
 from tests.conftest import media
+from tests.fet.helpers import shifted
+from tests.fet.test_video import lag
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -52,6 +54,7 @@ def inputs(tmp_path_factory) -> Path:
     data = media("video/retalking_5.mp4").read_bytes()
     (clips / "truncated_000.mp4").write_bytes(data[: len(data) // 3])  # moov atom at the end: unreadable
     (clips / "empty_000.mp4").write_bytes(b"")
+    (clips / "late_000.mp4").write_bytes(shifted(data, 0.5))  # its sound starts 0.5 s after its first frame
     frames = VideoReader(media("video/retalking_5.mp4")).frames(np.arange(50))
     write_mp4(str(clips / "mute_000.mp4"), frames, None, 16_000, 25)  # a real video without an audio track
     shutil.copy(media("image/sadtalker_happy.png"), faces / "happy.png")
@@ -78,7 +81,7 @@ def test_shards_have_25fps_timing_audio_and_landmark_shapes(first_run):
     cfg, _ = first_run
     rows = _clip_rows(cfg.out)
     # 4 s segments; a last piece of at least min_seconds (1 s) is its own segment, a shorter one joins the last
-    assert set(rows) == {"retalking_005", "aniportrait_000@000", "aniportrait_000@001", "vertical_000@000",
+    assert set(rows) == {"retalking_005", "late_000", "aniportrait_000@000", "aniportrait_000@001", "vertical_000@000",
                          "vertical_000@001", "vertical_000@002"}  # fmt: skip
     for name, rel in CLIPS.items():
         info = VideoReader(media(rel)).info
@@ -99,8 +102,19 @@ def test_shards_have_25fps_timing_audio_and_landmark_shapes(first_run):
     assert rows["vertical_000@000"]["num_frames"] == 100 and rows["vertical_000@002"]["num_frames"] == 50
     assert (rows["vertical_000@000"]["source_width"], rows["vertical_000@000"]["source_height"]) == (1080, 1920)
     m = json.loads(storage.read_text(shards.manifest_uri(cfg.out)))
-    assert m["clips"]["rows"] == 6 and m["images"]["rows"] == 1
+    assert m["clips"]["rows"] == 7 and m["images"]["rows"] == 1
     assert set(m["clips"]["timings"]) >= {"decode", "landmarks", "audio", "encode"}
+
+
+def test_a_sound_track_that_starts_late_is_stored_in_step_with_the_frames(first_run):
+    """The same talking head with its sound starting half a second late: the clip's audio is the other
+    clip's, half a second later, with silence before it."""
+    cfg, _ = first_run
+    rows = _clip_rows(cfg.out)
+    late, on_time = rows["late_000"], rows["retalking_005"]
+    sound, late_sound = shards.unpack(on_time["audio"]), shards.unpack(late["audio"])
+    assert lag(sound, late_sound, 8000) == pytest.approx(8000, abs=40)  # 0.5 s at 16 kHz
+    assert np.abs(late_sound[:7000]).max() == 0.0
 
 
 def test_landmarks_land_on_the_faces(first_run):
@@ -130,7 +144,7 @@ def test_bad_inputs_are_rejected_with_reasons(first_run, inputs):
     for item, r in rejects.items():
         assert item in r["detail"] and str(inputs) in r["detail"], r  # the message names the input
     assert "no audio stream" in rejects["mute_000"]["detail"]
-    assert stats["rows"] == 7 and stats["rejects"] == 5
+    assert stats["rows"] == 8 and stats["rejects"] == 5
 
 
 def test_shards_are_cut_in_input_order(first_run):
@@ -154,7 +168,7 @@ def test_second_run_does_no_repeated_work(first_run):
     cfg, _ = first_run
     before = {p: p.stat().st_mtime_ns for p in Path(cfg.out).rglob("part-*")}
     stats = run(cfg)
-    assert stats["processed"] == 0 and stats["skipped"] == 9
+    assert stats["processed"] == 0 and stats["skipped"] == 10
     assert {p: p.stat().st_mtime_ns for p in Path(cfg.out).rglob("part-*")} == before
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from fet import storage
 from fet.audio.features import AudioEncoder
-from fet.audio.load import SAMPLE_RATE, AudioError, load_audio
+from fet.audio.load import SAMPLE_RATE, AudioError, align_start, load_audio
 from fet.data import shards
 from fet.data.face_track import crop_track, downscale, track_face
 from fet.data.preprocess.config import PreprocessConfig, encoder_name
@@ -144,6 +144,8 @@ class ClipPreprocessor:
         if source is not None:
             try:
                 audio = load_audio(source, SAMPLE_RATE, max_seconds=f.max_seconds + 1, name=source)
+                if source == item.video:  # the container's own track: on the frames' clock
+                    audio = align_start(audio, reader.info.audio_offset, SAMPLE_RATE, source)
             except AudioError as e:
                 if f.require_audio:
                     reason = "no_audio" if "no audio stream" in str(e) or "no such audio" in str(e) else "bad_audio"
