@@ -136,22 +136,51 @@ def delete(uri: str | os.PathLike) -> None:
 
 def list_files(uri: str | os.PathLike) -> list[str]:
     """Every file under a directory or prefix, as full paths/URIs, sorted."""
+    return sorted(modified_times(uri))
+
+
+def modified_times(uri: str | os.PathLike) -> dict[str, float]:
+    """Every file under a directory or prefix → when it was last written or ``touch``-ed (POSIX seconds;
+    an object's ``LastModified``, the server's clock)."""
     uri = str(uri)
     if is_s3(uri):
         bucket, prefix = split_s3(uri)
         prefix = prefix.rstrip("/") + "/" if prefix else ""
-        out = []
+        out = {}
         paginator = s3_client().get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                out += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
+                out |= {f"s3://{bucket}/{o['Key']}": o["LastModified"].timestamp() for o in page.get("Contents", [])}
         except Exception as e:
             raise _s3_error(uri, e) from e
-        return sorted(out)
+        return out
     root = Path(uri)
     if not root.is_dir():
         raise StorageError(f"{uri}: not a directory")
-    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+    out = {}
+    for p in root.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):  # deleted while listed
+            if p.is_file():
+                out[str(p)] = p.stat().st_mtime
+    return out
+
+
+def touch(uri: str | os.PathLike) -> None:
+    """Mark a file or object modified now, its content unchanged (an object is copied onto itself, on the
+    server). A missing one is a ``StorageError``."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
+                                    MetadataDirective="REPLACE")  # fmt: skip
+        except Exception as e:
+            raise _s3_error(uri, e) from e
+        return
+    try:
+        os.utime(uri)
+    except FileNotFoundError as e:
+        raise StorageError(f"{uri}: no such file") from e
 
 
 def upload_dir(local_dir: str | os.PathLike, uri: str) -> None:

@@ -58,13 +58,14 @@ class Encoder(_Models):
     def encode(self, image: bytes) -> dict[str, Any]:
         """→ {reference_id, notes, cached}; NoFaceError / ImageError reach the caller."""
         ref_id = reference_id(self.fingerprint, image)
-        if ref_id in self.cache or self.store.has_reference(ref_id):
+        if self.store.has_reference(ref_id):
             ref = self.reference(ref_id)
             return {"reference_id": ref_id, "notes": ref.notes, "cached": True}
-        ref = self.pipeline.encode(image)
+        cached = ref_id in self.cache  # inverted here before its stored copy expired: stored again
+        ref = self.cache[ref_id] if cached else self.pipeline.encode(image)
         self.store.put_reference(ref_id, reference_to_bytes(ref))
         self.cache[ref_id] = ref
-        return {"reference_id": ref_id, "notes": ref.notes, "cached": False}
+        return {"reference_id": ref_id, "notes": ref.notes, "cached": cached}
 
 
 @serve.deployment

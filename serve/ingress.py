@@ -35,6 +35,7 @@ from fet.editing.attributes import AttributeLibrary
 from fet.images import ImageError, encode_png
 from fet.landmarks.detector import NoFaceError
 from fet.media.mp4 import encode_mp4
+from fet.storage import StorageError
 from serve.options import AppOptions
 from serve.store import StateStore
 
@@ -135,7 +136,8 @@ class Ingress:
         app.state.api_key = _read_api_key(self.options)
         app.state.max_payload = int(self.options.max_payload_mb * 1024 * 1024)
         self.tasks: set[asyncio.Task] = set()
-        self.swept = 0.0  # when this replica last deleted expired jobs
+        self.swept = 0.0  # when this replica last deleted expired jobs and references
+        self.used: dict[str, float] = {}  # reference id → when this replica last marked it used in the store
 
     async def _downstream(self, call: Awaitable[Any]) -> Any:
         """Await a deployment call: a full queue there is a 503 with ``Retry-After`` and a JSON detail, as
@@ -223,11 +225,32 @@ class Ingress:
         if reference_id:
             if not ID.match(reference_id):
                 raise HTTPException(422, "reference_id: expected the 32-character id returned by /v1/references")
-            if not self.store.has_reference(reference_id):
-                raise HTTPException(404, f"reference_id {reference_id}: unknown; encode the image first")
+            if not await self._use(reference_id):
+                raise HTTPException(404, f"reference_id {reference_id}: unknown, or unused for longer than "
+                                         f"{self.options.reference_ttl_seconds} s; encode the image again")  # fmt: skip
             return reference_id, {"reference_id": reference_id, "notes": [], "cached": True}
         info = await self._downstream(self.encoder.encode.remote(await self._image(image)))
+        if info["cached"]:
+            await self._use(info["reference_id"])
+        else:  # just written
+            self.used[info["reference_id"]] = time.time()
+        self._sweep()  # new references make room: expired ones go
         return info["reference_id"], info
+
+    async def _use(self, ref_id: str) -> bool:
+        """Whether the reference is stored; marks it used (in the store at most every tenth of its time to
+        live), so that a sweep keeps it."""
+        now = time.time()
+        if now - self.used.get(ref_id, 0.0) <= self.options.reference_ttl_seconds / 10:
+            return await asyncio.to_thread(self.store.has_reference, ref_id)
+        try:
+            await asyncio.to_thread(self.store.touch_reference, ref_id)
+        except StorageError:
+            return False
+        if len(self.used) >= 100_000:
+            self.used.clear()
+        self.used[ref_id] = now
+        return True
 
     # -- routes ---------------------------------------------------------------------------------------------
     @app.get("/healthz")
@@ -319,18 +342,23 @@ class Ingress:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _expire_jobs(self) -> None:
+    def _sweep(self) -> None:
+        """Delete expired jobs and references in the background, at most every ``sweep_seconds``."""
+        if time.time() - self.swept > self.options.sweep_seconds:
+            self.swept = time.time()
+            self._background(self._expire())
+
+    async def _expire(self) -> None:
         try:
             await asyncio.to_thread(self.store.expire_jobs, self.options.job_ttl_seconds)
-        except Exception as e:  # the next job's sweep tries again
-            logger.warning("deleting expired jobs failed: %s", _message(e))
+            await asyncio.to_thread(self.store.expire_references, self.options.reference_ttl_seconds)
+        except Exception as e:  # the next sweep tries again
+            logger.warning("deleting expired jobs and references failed: %s", _message(e))
 
     async def _start_job(self, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> dict:
         job = self.store.new_job({"reference_id": ref_id, "edits": edits, "audio_seconds": speech.size / SAMPLE_RATE})
         self._background(self._run_job(job, ref_id, speech, edits))
-        if time.time() - self.swept > self.options.job_sweep_seconds:  # new jobs make room: expired ones go
-            self.swept = time.time()
-            self._background(self._expire_jobs())
+        self._sweep()  # new jobs make room: expired ones go
         return job
 
     async def _media(self, form: MediaForm) -> tuple[str, np.ndarray, dict[str, float]]:

@@ -28,7 +28,10 @@ class AppOptions(BaseModel):
     max_audio_seconds: float = Field(60.0, gt=0)
     sync_max_seconds: float = Field(10.0, gt=0, description="longer audio on /v1/generate becomes a job")
     job_ttl_seconds: int = Field(3600, gt=0, description="how long a job and its result are kept after its last change")
-    job_sweep_seconds: float = Field(60.0, gt=0, description="how often a new job has expired ones deleted")
+    reference_ttl_seconds: int = Field(
+        7 * 24 * 3600, gt=0, description="how long an encoded reference is kept after its last use"
+    )
+    sweep_seconds: float = Field(60.0, gt=0, description="how often new work has expired jobs and references deleted")
     job_stale_seconds: int = Field(120, gt=0, description="a running job silent this long is reported failed")
     retry_after_seconds: int = Field(2, ge=1)
     api_key_env: str | None = Field("FET_API_KEY", description="environment variable holding the API key")

@@ -4,7 +4,8 @@ refs/<id>.safetensors          an inverted face (``fet.references``), reused by 
 jobs/<id>/state.json           state, progress, timestamps, error
 jobs/<id>/result.mp4           the video, once done
 
-A job unchanged for longer than its time to live is deleted, result and all (``expire_jobs``).
+A job unchanged for longer than its time to live is deleted, result and all (``expire_jobs``); so is a
+reference unused for longer than its own (``expire_references``: a use marks the file, ``touch_reference``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ class StateStore:
 
     def get_reference(self, ref_id: str) -> bytes:
         return storage.read_bytes(self.reference_uri(ref_id))
+
+    def touch_reference(self, ref_id: str) -> None:
+        """Mark the reference used now; a ``StorageError`` when it is not stored."""
+        storage.touch(self.reference_uri(ref_id))
+
+    def expire_references(self, ttl_seconds: float) -> list[str]:
+        """Delete every reference neither written nor marked used for more than ``ttl_seconds`` → their ids."""
+        try:
+            times = storage.modified_times(storage.join(self.root, "refs"))
+        except storage.StorageError:  # no reference yet
+            return []
+        expired = []
+        for uri, modified in sorted(times.items()):
+            if time.time() - modified > ttl_seconds:
+                storage.delete(uri)
+                expired.append(uri.rsplit("/", 1)[-1].removesuffix(".safetensors"))
+        return expired
 
     # -- jobs -----------------------------------------------------------------------------------------------
     def _job(self, job_id: str, name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +58,7 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     opts = AppOptions(bundle=bundle, state_dir=str(STATE), api_key_file=str(tmp / "key"), max_payload_mb=1,
-                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, job_sweep_seconds=1,
+                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, sweep_seconds=1,
                       encoder=Scaling(max_ongoing_requests=1, max_queued_requests=1))  # fmt: skip
     run(opts, port=port)
     url = f"http://127.0.0.1:{port}"
@@ -176,12 +177,33 @@ def test_an_expired_job_is_deleted_when_new_jobs_come(server, face):
     gone = requests.get(f"{server}/v1/jobs/{old}", headers={"X-API-Key": KEY})
     assert gone.status_code == 404 and "expired" in gone.json()["detail"]
     assert (STATE / "jobs" / old / "result.mp4").exists()  # still on disk until a new job comes
-    time.sleep(1.1)  # the sweep interval (job_sweep_seconds)
+    time.sleep(1.1)  # the sweep interval (sweep_seconds)
     submit()
     deadline = time.time() + 60
     while (STATE / "jobs" / old).exists():
         assert time.time() < deadline, "the expired job was never deleted"
         time.sleep(0.2)
+
+
+def test_a_reference_unused_for_its_time_to_live_is_deleted_and_comes_back_when_encoded_again(server, face):
+    img = Image.open(io.BytesIO(face)).convert("RGB")
+    img.putpixel((1, 1), (1, 2, 3))  # its own reference
+    own = png_bytes(img)
+    ref = post(server, "/v1/references", files={"image": ("own.png", own)}).json()["reference_id"]
+    stored = STATE / "refs" / f"{ref}.safetensors"
+    eight_days_ago = time.time() - 8 * 24 * 3600  # the time to live is a week
+    os.utime(stored, (eight_days_ago, eight_days_ago))
+    time.sleep(1.1)  # the sweep interval (sweep_seconds)
+    assert post(server, "/v1/references", files={"image": ("me.png", face)}).status_code == 200  # starts a sweep
+    deadline = time.time() + 60
+    while stored.exists():
+        assert time.time() < deadline, "the unused reference was never deleted"
+        time.sleep(0.2)
+    gone = post(server, "/v1/edit", data={"reference_id": ref, "text": "glasses"})
+    assert gone.status_code == 404 and "encode the image again" in gone.json()["detail"], gone.text
+    again = post(server, "/v1/references", files={"image": ("own.png", own)})
+    assert again.status_code == 200 and again.json()["reference_id"] == ref and stored.exists()
+    assert post(server, "/v1/edit", data={"reference_id": ref, "text": "glasses"}).status_code == 200
 
 
 def test_a_job_whose_replica_died_is_reported_failed(server):

@@ -1,5 +1,6 @@
 """The replicas' shared store: a job unchanged for longer than its time to live is deleted with its
-result, on local disk and on S3 (SeaweedFS), while newer jobs stay."""
+result, and a reference unused for longer than its own, on local disk and on S3 (SeaweedFS), while newer
+ones stay."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ def test_expired_jobs_are_deleted_with_their_results(root):
     )
     if not storage.is_s3(root):  # the job's folder goes too
         assert sorted(p.name for p in (Path(root) / "jobs").iterdir()) == sorted([running["id"], fresh["id"]])
+
+
+def test_references_unused_for_their_time_to_live_are_deleted(root):
+    store = StateStore(root)
+    assert store.expire_references(60) == []  # no reference yet
+    for ref_id in ("a" * 32, "b" * 32):
+        store.put_reference(ref_id, b"x_T and z_sem")
+    with pytest.raises(storage.StorageError, match="c{32}"):
+        store.touch_reference("c" * 32)
+    time.sleep(3.2)  # S3 keeps whole seconds
+    store.touch_reference("b" * 32)  # used again: kept
+    assert store.expire_references(2.0) == ["a" * 32]
+    assert not store.has_reference("a" * 32)
+    assert store.get_reference("b" * 32) == b"x_T and z_sem"  # a touch leaves the bytes as they were
+    assert store.expire_references(2.0) == []
