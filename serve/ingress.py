@@ -98,14 +98,36 @@ async def _check_key(request: Request, x_api_key: Annotated[str | None, Header()
         raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
 
 
-@app.middleware("http")
-async def _limit_payload(request: Request, call_next):
-    limit = getattr(request.app.state, "max_payload", None)
-    length = request.headers.get("content-length")
-    if limit and length and length.isdigit() and int(length) > limit:
-        return JSONResponse({"detail": f"payload of {int(length)} bytes exceeds the limit of {limit} bytes"},
-                            status_code=413)  # fmt: skip
-    return await call_next(request)
+class _PayloadLimit:
+    """413 for a request body over ``app.state.max_payload`` bytes: at once when its Content-Length says so,
+    and as it arrives when it streams without one (chunked), so no more than the limit is ever read."""
+
+    def __init__(self, asgi) -> None:
+        self.asgi = asgi
+
+    async def __call__(self, scope, receive, send) -> None:
+        limit = getattr(scope["app"].state, "max_payload", None) if scope["type"] == "http" else None
+        if not limit:
+            return await self.asgi(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > limit:
+            response = JSONResponse({"detail": f"payload of {int(length)} bytes exceeds the limit of {limit} bytes"},
+                                    status_code=413)  # fmt: skip
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:  # FastAPI passes an HTTPException raised while it reads the form through
+                raise HTTPException(413, f"payload of more than {limit} bytes exceeds the limit of {limit} bytes")
+            return message
+
+        await self.asgi(scope, counted, send)
+
+
+app.add_middleware(_PayloadLimit)
 
 
 @dataclass

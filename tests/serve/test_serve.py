@@ -206,6 +206,26 @@ def test_a_reference_unused_for_its_time_to_live_is_deleted_and_comes_back_when_
     assert post(server, "/v1/edit", data={"reference_id": ref, "text": "glasses"}).status_code == 200
 
 
+def streamed(url: str, path: str, name: str, data: bytes) -> requests.Response:
+    """POST one multipart file field in 64 KiB chunks, without a Content-Length (Transfer-Encoding: chunked)."""
+    head = (
+        f'--fet\r\nContent-Disposition: form-data; name="{name}"; filename="f.png"\r\nContent-Type: image/png\r\n\r\n'
+    )
+    body = head.encode() + data + b"\r\n--fet--\r\n"
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    headers = {"X-API-Key": KEY, "Content-Type": "multipart/form-data; boundary=fet"}
+    return requests.post(f"{url}{path}", data=chunks, headers=headers, timeout=300)
+
+
+def test_a_streamed_upload_is_held_to_the_payload_limit(server, face):
+    """A body without a Content-Length is counted as it arrives and refused once over the limit (1 MB)."""
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), np.uint8)  # 1.5 MB as a PNG
+    big = streamed(server, "/v1/references", "image", png_bytes(Image.fromarray(noise)))
+    assert big.status_code == 413 and "exceeds the limit of 1048576 bytes" in big.json()["detail"], big.text
+    small = streamed(server, "/v1/references", "image", face)
+    assert small.status_code == 200 and len(small.json()["reference_id"]) == 32, small.text
+
+
 def test_a_job_whose_replica_died_is_reported_failed(server):
     from serve.store import StateStore
 
