@@ -17,8 +17,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +28,8 @@ from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from ray import serve
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from fet.audio.load import SAMPLE_RATE, AudioError, check_speech, load_audio
@@ -161,16 +163,25 @@ class Ingress:
         self.swept = 0.0  # when this replica last deleted expired jobs and references
         self.used: dict[str, float] = {}  # reference id → when this replica last marked it used in the store
 
-    async def _downstream(self, call: Awaitable[Any]) -> Any:
-        """Await a deployment call: a full queue there is a 503 with ``Retry-After`` and a JSON detail, as
-        every other error here. (Serve puts its own handler for ``BackPressureError`` on the app when the
-        replica starts, which answers plain text without the header, so it is caught before it gets
-        there.)"""
-        try:
-            return await call
-        except BackPressureError as e:
-            raise HTTPException(503, "the service is at capacity; retry later",
-                                headers={"Retry-After": str(self.options.retry_after_seconds)}) from e  # fmt: skip
+    async def _downstream(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Make a deployment call (``call`` sends it) and await it. A replica that dies while it answers is
+        replaced by Serve, and the call is sent again, up to ``replica_retries`` times (every call here can
+        be repeated: it writes nothing, or the same reference again). Still failing, or a full queue
+        there, is a 503 with ``Retry-After`` and a JSON detail, as every other error here. (Serve puts
+        its own handler for ``BackPressureError`` on the app when the replica starts, which answers plain
+        text without the header, so it is caught before it gets there.)"""
+        retry = {"Retry-After": str(self.options.retry_after_seconds)}
+        for attempt in range(self.options.replica_retries + 1):
+            try:
+                return await call()
+            except BackPressureError as e:
+                raise HTTPException(503, "the service is at capacity; retry later", headers=retry) from e
+            except (RayActorError, DeploymentUnavailableError, ReplicaUnavailableError) as e:
+                if attempt == self.options.replica_retries:
+                    raise HTTPException(503, f"a model replica stopped while answering ({type(e).__name__}); it "
+                                             "is being replaced: retry later", headers=retry) from e  # fmt: skip
+                logger.warning("a replica stopped while answering (%s); sending the call again", type(e).__name__)
+                await asyncio.sleep(0.5 * 2**attempt)  # the router learns the replica is gone
 
     # -- input checks --------------------------------------------------------------------------------------
     async def _image(self, upload: UploadFile | None, field: str = "image") -> bytes:
@@ -251,7 +262,7 @@ class Ingress:
                 raise HTTPException(404, f"reference_id {reference_id}: unknown, or unused for longer than "
                                          f"{self.options.reference_ttl_seconds} s; encode the image again")  # fmt: skip
             return reference_id, {"reference_id": reference_id, "notes": [], "cached": True}
-        info = await self._downstream(self.encoder.encode.remote(await self._image(image)))
+        info = await self._downstream(partial(self.encoder.encode.remote, await self._image(image)))
         if info["cached"]:
             await self._use(info["reference_id"])
         else:  # just written
@@ -312,7 +323,7 @@ class Ingress:
         """The face with its attributes edited, in its own pose → PNG. Parsed edits in ``X-Edits``."""
         parsed = self._edits(edits, text)
         ref_id, _ = await self._reference(image, reference_id)
-        frame = await self._downstream(self.renderer.render.remote(ref_id, None, parsed))
+        frame = await self._downstream(partial(self.renderer.render.remote, ref_id, None, parsed))
         return Response(encode_png(Image.fromarray(frame)), media_type="image/png",
                         headers={"X-Edits": json.dumps(parsed), "X-Reference-Id": ref_id})  # fmt: skip
 
@@ -336,15 +347,18 @@ class Ingress:
         ts = [t] if t is not None else list(np.linspace(0.0, 1.0, frames))
         a, _ = await self._reference(image_a, reference_a)
         b, _ = await self._reference(image_b, reference_b)
-        out = await self._downstream(self.renderer.interpolate.remote(a, b, ts))
+        out = await self._downstream(partial(self.renderer.interpolate.remote, a, b, ts))
         return Response(encode_png(Image.fromarray(np.concatenate(list(out), axis=1))), media_type="image/png")
 
     async def _generate(self, ref_id: str, speech: np.ndarray, edits: dict[str, float], job: dict | None) -> bytes:
-        points = await self._downstream(self.animator.motion.remote(ref_id, speech))
+        points = await self._downstream(partial(self.animator.motion.remote, ref_id, speech))
         T, frames, chunk = len(points), [], max(1, self.options.render_batch)
+
+        def render(batch: range) -> Callable[[], Awaitable[list[np.ndarray]]]:
+            return lambda: asyncio.gather(*(self.renderer.render.remote(ref_id, points[i], edits) for i in batch))
+
         for start in range(0, T, chunk):
-            calls = [self.renderer.render.remote(ref_id, points[i], edits) for i in range(start, min(T, start + chunk))]
-            frames += await self._downstream(asyncio.gather(*calls))
+            frames += await self._downstream(render(range(start, min(T, start + chunk))))
             if job is not None:
                 job.update(state="running", progress=len(frames) / T)
                 await asyncio.to_thread(self.store.save_job, job)

@@ -34,6 +34,7 @@ class AppOptions(BaseModel):
     sweep_seconds: float = Field(60.0, gt=0, description="how often new work has expired jobs and references deleted")
     job_stale_seconds: int = Field(120, gt=0, description="a running job silent this long is reported failed")
     retry_after_seconds: int = Field(2, ge=1)
+    replica_retries: int = Field(2, ge=0, description="times a call is sent again when the replica answering it dies")
     api_key_env: str | None = Field("FET_API_KEY", description="environment variable holding the API key")
     api_key_file: str | None = Field(None, description="file holding the API key (wins over the variable)")
     render_batch: int = Field(16, ge=1, description="frames per denoiser batch across concurrent requests")

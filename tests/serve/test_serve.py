@@ -238,6 +238,46 @@ def test_a_job_whose_replica_died_is_reported_failed(server):
     assert res.status_code == 409 and "failed" in res.json()["detail"]
 
 
+def test_a_replica_killed_while_it_renders_is_replaced_and_no_video_is_lost(server, face):
+    """The Renderer's replica is killed (a real kill) in the middle of a job's video, with two more videos
+    asked for at once: Serve replaces it, the ingress sends the calls it held again, and every video
+    comes out whole."""
+    import ray
+
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+    job = post(server, "/v1/jobs", files={"audio": ("s.wav", wav_bytes(speech(4.8)))}, data={"reference_id": ref})
+    assert job.status_code == 202, job.text
+
+    def state() -> dict:
+        return requests.get(f"{server}/v1/jobs/{job.json()['id']}", headers={"X-API-Key": KEY}).json()
+
+    def generate() -> requests.Response:
+        return post(server, "/v1/generate", files={"audio": ("s.wav", wav_bytes(speech(2.4)))},
+                    data={"reference_id": ref})  # fmt: skip
+
+    (name, namespace), = [(a["name"], a["namespace"]) for a in ray.util.list_named_actors(all_namespaces=True)
+                          if "Renderer" in a["name"]]  # fmt: skip
+    deadline = time.time() + 120
+    while (progress := state()["progress"]) == 0:  # the job is rendering: its first frames are done
+        assert time.time() < deadline
+        time.sleep(0.02)
+    with ThreadPoolExecutor(2) as pool:
+        videos = [pool.submit(generate) for _ in range(2)]
+        ray.kill(ray.get_actor(name, namespace))
+        assert progress < 1, "the job was done before the kill"
+        for r in (v.result() for v in videos):
+            assert r.status_code == 200, (r.status_code, r.text[:300])
+            with av.open(io.BytesIO(r.content)) as c:
+                assert sum(1 for _ in c.decode(c.streams.video[0])) == 60
+    while (s := state())["state"] not in ("done", "failed"):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert s["state"] == "done", s
+    res = requests.get(f"{server}/v1/jobs/{job.json()['id']}/result", headers={"X-API-Key": KEY})
+    with av.open(io.BytesIO(res.content)) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
+
+
 def test_a_full_queue_answers_503_with_retry_after_and_the_client_waits_its_turn(server, face):
     from fet.client import Client
 
