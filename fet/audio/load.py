@@ -16,6 +16,8 @@ from fet import storage
 
 SAMPLE_RATE = 16_000
 SILENCE_RMS = 1e-4  # below this (≈ −80 dBFS) there is nothing to lip-sync to
+GAP_SECONDS = 0.02  # a track whose next frame starts this much later than the last one ends has a gap
+MAX_GAP_SECONDS = 10.0  # a longer jump is a timestamp discontinuity (a stream's clock reset), not silence
 
 
 class AudioError(ValueError):
@@ -41,6 +43,9 @@ def load_audio(
 ) -> np.ndarray:
     """Decode the first audio stream of ``audio`` (path, ``s3://`` URI or bytes) → (N,) float32 mono.
 
+    Samples sit at their times: where the track skips ahead (lost packets in a recording), the gap is
+    silence, as a player plays it, so what follows stays in step with the picture.
+
     Raises ``AudioError`` naming the input for unreadable/corrupt data, files without an audio
     stream, and audio longer than ``max_seconds`` (checked while decoding, so a huge file is not
     decoded in full before being refused).
@@ -56,7 +61,14 @@ def load_audio(
             if not container.streams.audio:
                 raise AudioError(f"{label}: has no audio stream")
             stream = container.streams.audio[0]
+            expected = None  # when the next frame should start, by the ones before it
             for frame in container.decode(stream):
+                if frame.time is not None:
+                    gap = frame.time - expected if expected is not None else 0.0
+                    if GAP_SECONDS < gap <= MAX_GAP_SECONDS:  # the track skips ahead: silence, as a player plays
+                        chunks.append(np.zeros(round(gap * sample_rate), np.float32))
+                        total += chunks[-1].size
+                    expected = frame.time + frame.samples / frame.sample_rate
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
                     total += chunks[-1].size

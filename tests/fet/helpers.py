@@ -41,10 +41,11 @@ def png_header(side: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
 
 
-def shifted(mp4: bytes, audio_seconds: float, video_seconds: float = 0.0) -> bytes:
+def shifted(mp4: bytes, audio_seconds: float, video_seconds: float = 0.0, audio_from: float | None = None) -> bytes:
     """``mp4`` with its audio track starting ``audio_seconds`` later and its video ``video_seconds``
     later, the packets copied as they are: a track that starts late, as a recorder or a cut writes it.
-    (The copy loses the edit list that hid the AAC encoder's 23 ms of priming, which now plays first.)"""
+    (The copy loses the edit list that hid the AAC encoder's 23 ms of priming, which now plays first.)
+    With ``audio_from``, only the audio from that time on moves: a gap in the track, as lost packets leave."""
     import av
 
     out = io.BytesIO()
@@ -55,6 +56,8 @@ def shifted(mp4: bytes, audio_seconds: float, video_seconds: float = 0.0) -> byt
             if packet.dts is None:  # the demuxer's flush packet
                 continue
             delay = audio_seconds if packet.stream.type == "audio" else video_seconds
+            if packet.stream.type == "audio" and audio_from is not None and packet.pts * packet.time_base < audio_from:
+                delay = 0.0
             ticks = round(delay / packet.stream.time_base)
             packet.pts, packet.dts = packet.pts + ticks, packet.dts + ticks
             packet.stream = streams[packet.stream.index]

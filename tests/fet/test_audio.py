@@ -9,6 +9,7 @@ import torch
 from fet.audio.features import AudioEncoder, AudioEncoderConfig, interpolate_to_frames
 from fet.audio.load import AudioError, align_start, check_speech, load_audio, num_frames
 from tests.conftest import media
+from tests.fet.helpers import shifted
 from tests.fet.talking_helpers import speech
 
 
@@ -88,6 +89,18 @@ def test_align_start_pads_a_late_track_and_cuts_an_early_one():
     assert align_start(sound, 0.0) is sound
     with pytest.raises(AudioError, match=r"clip.mp4: the audio ends 1.00 s before the first video frame"):
         align_start(sound, -2.0, name="clip.mp4")
+
+
+def test_a_gap_in_the_track_is_silence_and_what_follows_keeps_its_time():
+    """A talking head whose sound skips half a second at 2 s (packets lost): the gap is silence, as a
+    player plays it, and the speech after it lands at its own time, not half a second early."""
+    original = media("video/retalking_5.mp4").read_bytes()
+    sound, gapped = load_audio(original), load_audio(shifted(original, 0.5, audio_from=2.0))
+    assert gapped.size == sound.size + 8000  # 0.5 s at 16 kHz
+    silent = np.flatnonzero(gapped[30_000:42_000] == 0) + 30_000
+    assert len(silent) == 8000 and silent[-1] - silent[0] == 7999  # one run of silence, 0.5 s long,
+    assert 32_000 <= silent[0] <= 32_400  # after the last packet that starts before 2 s (23 ms each)
+    np.testing.assert_allclose(gapped[48_000:64_000], sound[40_000:56_000], atol=1e-6)  # seconds 2.5–3.5
 
 
 def test_frame_count_and_feature_alignment():
