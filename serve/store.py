@@ -6,6 +6,7 @@ jobs/<id>/result.mp4           the video, once done
 
 A job unchanged for longer than its time to live is deleted, result and all (``expire_jobs``); so is a
 reference unused for longer than its own (``expire_references``: a use marks the file, ``touch_reference``).
+Both go by the files' modification times, so a sweep is one listing, however many files there are.
 """
 
 from __future__ import annotations
@@ -81,20 +82,20 @@ class StateStore:
 
     def expire_jobs(self, ttl_seconds: float) -> list[str]:
         """Delete every job unchanged for more than ``ttl_seconds`` (a running job changes with its
-        progress), its result with it → their ids."""
+        progress), its result with it → their ids. The files' times say when each last changed: one
+        listing, however many jobs there are."""
         try:
-            files = storage.list_files(storage.join(self.root, "jobs"))
+            times = storage.modified_times(storage.join(self.root, "jobs"))
         except storage.StorageError:  # no job yet
             return []
-        by_job: dict[str, list[str]] = {}
-        for uri in files:
-            by_job.setdefault(uri.rsplit("/", 2)[-2], []).append(uri)
+        by_job: dict[str, dict[str, float]] = {}
+        for uri, modified in times.items():
+            by_job.setdefault(uri.rsplit("/", 2)[-2], {})[uri] = modified
         expired = []
-        for job_id, uris in by_job.items():
-            state = self._job(job_id, "state.json")
-            if state not in uris or time.time() - json.loads(storage.read_text(state))["updated"] <= ttl_seconds:
-                continue  # (listed already: read, without asking first whether it exists)
-            for uri in sorted(uris, key=lambda u: u.endswith("state.json")):  # the state last
+        for job_id, files in sorted(by_job.items()):
+            if time.time() - max(files.values()) <= ttl_seconds:
+                continue
+            for uri in sorted(files, key=lambda u: u.endswith("state.json")):  # the state last
                 storage.delete(uri)
             if not storage.is_s3(self.root):
                 with contextlib.suppress(OSError):  # not empty: a write under way keeps it

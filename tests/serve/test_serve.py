@@ -172,8 +172,10 @@ def test_an_expired_job_is_deleted_when_new_jobs_come(server, face):
     while requests.get(f"{server}/v1/jobs/{old}", headers={"X-API-Key": KEY}).json()["state"] != "done":
         assert time.time() < deadline
         time.sleep(0.2)
-    state = STATE / "jobs" / old / "state.json"
-    state.write_text(json.dumps(json.loads(state.read_text()) | {"updated": time.time() - 7200}))  # 2 h untouched
+    state, two_hours_ago = STATE / "jobs" / old / "state.json", time.time() - 7200  # untouched since
+    state.write_text(json.dumps(json.loads(state.read_text()) | {"updated": two_hours_ago}))
+    for f in (STATE / "jobs" / old).iterdir():
+        os.utime(f, (two_hours_ago, two_hours_ago))
     gone = requests.get(f"{server}/v1/jobs/{old}", headers={"X-API-Key": KEY})
     assert gone.status_code == 404 and "expired" in gone.json()["detail"]
     assert (STATE / "jobs" / old / "result.mp4").exists()  # still on disk until a new job comes
