@@ -392,7 +392,9 @@ class Ingress:
             logger.warning("deleting expired jobs and references failed: %s", _message(e))
 
     async def _start_job(self, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> dict:
-        job = self.store.new_job({"reference_id": ref_id, "edits": edits, "audio_seconds": speech.size / SAMPLE_RATE})
+        info = {"reference_id": ref_id, "edits": edits, "audio_seconds": speech.size / SAMPLE_RATE, "attempts": 1}
+        job = await asyncio.to_thread(self.store.new_job, info)
+        await asyncio.to_thread(self.store.put_speech, job["id"], speech)  # to run it again if this replica stops
         self._background(self._run_job(job, ref_id, speech, edits))
         self._sweep()  # new jobs make room: expired ones go
         return job
@@ -423,30 +425,45 @@ class Ingress:
         ref_id, speech, parsed = await self._media(form)
         return self._accepted(await self._start_job(ref_id, speech, parsed))
 
-    def _job_or_404(self, job_id: str) -> dict:
-        job = self.store.job(job_id) if ID.match(job_id) else None
+    async def _job_or_404(self, job_id: str) -> dict:
+        job = await asyncio.to_thread(self.store.job, job_id) if ID.match(job_id) else None
         if job is None:
             raise HTTPException(404, f"job {job_id}: unknown (or expired)")
         now = time.time()
         if job["state"] in ("queued", "running") and now - job["updated"] > self.options.job_stale_seconds:
-            job.update(state="failed", error="the replica running this job stopped; submit it again")
-            self.store.save_job(job)
+            await self._restart(job)
         if now - job["updated"] > self.options.job_ttl_seconds:
             raise HTTPException(404, f"job {job_id}: expired (results are kept {self.options.job_ttl_seconds} s)")
         return job
 
+    async def _restart(self, job: dict) -> None:
+        """A job silent for ``job_stale_seconds``: the replica running it stopped. It runs again here from
+        its stored speech, up to ``job_restarts`` times; past that, or with no speech stored, it failed.
+        (Two replicas asked about it at the same moment may both run it: the same video, twice.)"""
+        speech = await asyncio.to_thread(self.store.speech, job["id"])
+        if speech is None or job.get("attempts", 1) > self.options.job_restarts:
+            job.update(state="failed", error=f"the replica running this job stopped (run {job.get('attempts', 1)} "
+                                             "time(s)); submit it again")  # fmt: skip
+            await asyncio.to_thread(self.store.save_job, job)
+            return
+        logger.warning("job %s: its replica stopped; running it again here", job["id"])
+        job.update(state="queued", progress=0.0, attempts=job.get("attempts", 1) + 1)
+        await asyncio.to_thread(self.store.save_job, job)
+        self._background(self._run_job(job, job["reference_id"], speech, job["edits"]))
+
     @staticmethod
     def _public(job: dict) -> dict:
-        keys = ("id", "state", "progress", "error", "audio_seconds", "edits", "reference_id", "created", "updated")
+        keys = ("id", "state", "progress", "error", "audio_seconds", "edits", "reference_id", "attempts", "created",
+                "updated")  # fmt: skip
         return {k: job.get(k) for k in keys} | {"result": f"/v1/jobs/{job['id']}/result"}
 
     @app.get("/v1/jobs/{job_id}", dependencies=[Depends(_check_key)])
     async def job_state(self, job_id: str) -> dict:
-        return self._public(await asyncio.to_thread(self._job_or_404, job_id))
+        return self._public(await self._job_or_404(job_id))
 
     @app.get("/v1/jobs/{job_id}/result", dependencies=[Depends(_check_key)])
     async def job_result(self, job_id: str) -> Response:
-        job = await asyncio.to_thread(self._job_or_404, job_id)
+        job = await self._job_or_404(job_id)
         if job["state"] == "failed":
             raise HTTPException(409, f"job {job_id} failed: {job['error']}")
         if job["state"] != "done":

@@ -2,6 +2,7 @@
 
 refs/<id>.safetensors          an inverted face (``fet.references``), reused by id
 jobs/<id>/state.json           state, progress, timestamps, error
+jobs/<id>/speech.npy           its speech (16 kHz float32), to run it again when its replica stops
 jobs/<id>/result.mp4           the video, once done
 
 A job unchanged for longer than its time to live is deleted, result and all (``expire_jobs``); so is a
@@ -12,11 +13,14 @@ Both go by the files' modification times, so a sweep is one listing, however man
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fet import storage
 
@@ -73,6 +77,15 @@ class StateStore:
     def job(self, job_id: str) -> dict[str, Any] | None:
         uri = self._job(job_id, "state.json")
         return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+
+    def put_speech(self, job_id: str, speech: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(speech, np.float32), allow_pickle=False)
+        storage.write_bytes(self._job(job_id, "speech.npy"), buf.getvalue())
+
+    def speech(self, job_id: str) -> np.ndarray | None:
+        uri = self._job(job_id, "speech.npy")
+        return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False) if storage.exists(uri) else None
 
     def put_result(self, job_id: str, data: bytes) -> None:
         storage.write_bytes(self._job(job_id, "result.mp4"), data)

@@ -58,7 +58,7 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     opts = AppOptions(bundle=bundle, state_dir=str(STATE), api_key_file=str(tmp / "key"), max_payload_mb=1,
-                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, sweep_seconds=1,
+                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, sweep_seconds=1, job_stale_seconds=20,
                       encoder=Scaling(max_ongoing_requests=1, max_queued_requests=1))  # fmt: skip
     run(opts, port=port)
     url = f"http://127.0.0.1:{port}"
@@ -238,6 +238,41 @@ def test_a_job_whose_replica_died_is_reported_failed(server):
     assert r.status_code == 200 and r.json()["state"] == "failed" and "submit it again" in r.json()["error"]
     res = requests.get(f"{server}/v1/jobs/{job['id']}/result", headers={"X-API-Key": KEY})
     assert res.status_code == 409 and "failed" in res.json()["detail"]
+
+
+def test_a_job_whose_ingress_was_killed_runs_again_and_finishes(server, face):
+    """The ingress replica running a job is killed (a real kill) while the video renders. Once the job has
+    been silent for ``job_stale_seconds`` (20 s here), the next poll runs it again from its stored
+    speech, on the ingress Serve started in its place, and it finishes with the whole video."""
+    import ray
+
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+    job = post(server, "/v1/jobs", files={"audio": ("s.wav", wav_bytes(speech(4.8)))}, data={"reference_id": ref})
+    assert job.status_code == 202, job.text
+    url = f"{server}/v1/jobs/{job.json()['id']}"
+
+    def state() -> dict | None:
+        try:
+            r = requests.get(url, headers={"X-API-Key": KEY}, timeout=10)
+        except requests.RequestException:  # the ingress is being replaced
+            return None
+        return r.json() if r.status_code == 200 else None
+
+    deadline = time.time() + 240
+    while (s := state()) is None or s["progress"] == 0:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if "Ingress" in a["name"]:
+            ray.kill(ray.get_actor(a["name"], a["namespace"]))
+    assert s["state"] == "running" and s["progress"] < 1, s
+    while (s := state()) is None or s["state"] not in ("done", "failed"):
+        assert time.time() < deadline, s
+        time.sleep(0.5)
+    assert s["state"] == "done" and s["attempts"] == 2, s
+    res = requests.get(f"{url}/result", headers={"X-API-Key": KEY})
+    with av.open(io.BytesIO(res.content)) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
 
 
 def test_a_replica_killed_while_it_renders_is_replaced_and_no_video_is_lost(server, face):
