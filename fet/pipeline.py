@@ -134,10 +134,10 @@ class FaceEditTalkerPipeline:
         crop = det if size == det.shape[0] else crop_square(det, (0, 0, det.shape[0]), size)
         return crop, crop_face, notes
 
-    @torch.no_grad()
     def _steps(self, steps: int | None) -> int:
         return self.cfg.steps if steps is None else steps  # 0 reaches DDIM, which refuses it
 
+    @torch.no_grad()
     def encode(
         self, image: ImageInput, landmarks: FaceLandmarks | None = None, steps: int | None = None, name: str = "image"
     ) -> Reference:

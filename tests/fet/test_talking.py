@@ -202,6 +202,8 @@ def test_real_portrait_is_detected_aligned_and_edited(pipe):
     image = media("image/sadtalker_people_0.png")
     ref = pipe.encode(image)
     assert ref.image.shape == (1, 3, SIZE, SIZE) and ref.notes == []
+    held = [ref.image, ref.reference_map, *ref.reference_features, ref.z_sem, ref.x_T]
+    assert not [t.shape for t in held if t.requires_grad]  # kept (Serve caches 64): no autograd graph with them
     frame, parsed = pipe.edit(ref, {"Smiling": 0.5})
     assert frame.shape == (SIZE, SIZE, 3) and parsed.edits == {"Smiling": 0.5}
     with pytest.raises(NoFaceError, match="wall.png: no face found"):
