@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Scaling(BaseModel):
     """One deployment's replicas and queue (Ray Serve ``autoscaling_config`` and request limits)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not a silent default
 
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
@@ -19,6 +21,7 @@ class Scaling(BaseModel):
 
 
 class AppOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     bundle: str = Field(..., description="bundle directory or s3:// URI (ray_jobs.export_bundle)")
     state_dir: str = Field("outputs/serve_state", description="encoded references and jobs (local or s3://)")
     device: str = "cpu"
