@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -41,11 +42,10 @@ def png_header(side: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
 
 
-def shifted(mp4: bytes, audio_seconds: float, video_seconds: float = 0.0, audio_from: float | None = None) -> bytes:
-    """``mp4`` with its audio track starting ``audio_seconds`` later and its video ``video_seconds``
-    later, the packets copied as they are: a track that starts late, as a recorder or a cut writes it.
-    (The copy loses the edit list that hid the AAC encoder's 23 ms of priming, which now plays first.)
-    With ``audio_from``, only the audio from that time on moves: a gap in the track, as lost packets leave."""
+def remux(mp4: bytes, move: Callable[[str, float], float | None]) -> bytes:
+    """``mp4`` with its first video and audio tracks' packets copied as they are, each moved by
+    ``move(kind, its time in seconds)`` seconds ("video" or "audio"; None leaves the packet out).
+    (The copy loses the edit list that hid the AAC encoder's 23 ms of priming, which now plays first.)"""
     import av
 
     out = io.BytesIO()
@@ -55,14 +55,32 @@ def shifted(mp4: bytes, audio_seconds: float, video_seconds: float = 0.0, audio_
         for packet in source.demux(*tracks):
             if packet.dts is None:  # the demuxer's flush packet
                 continue
-            delay = audio_seconds if packet.stream.type == "audio" else video_seconds
-            if packet.stream.type == "audio" and audio_from is not None and packet.pts * packet.time_base < audio_from:
-                delay = 0.0
+            delay = move(packet.stream.type, float(packet.pts * packet.time_base))
+            if delay is None:
+                continue
             ticks = round(delay / packet.stream.time_base)
             packet.pts, packet.dts = packet.pts + ticks, packet.dts + ticks
             packet.stream = streams[packet.stream.index]
             target.mux(packet)
     return out.getvalue()
+
+
+def shifted(mp4: bytes, audio_seconds: float, video_seconds: float = 0.0, audio_from: float | None = None) -> bytes:
+    """``mp4`` with its audio track starting ``audio_seconds`` later and its video ``video_seconds``
+    later: a track that starts late, as a recorder or a cut writes it. With ``audio_from``, only the
+    audio from that time on moves: a gap in the track, as lost packets leave."""
+
+    def move(kind: str, t: float) -> float:
+        if kind == "video":
+            return video_seconds
+        return audio_seconds if audio_from is None or t >= audio_from else 0.0
+
+    return remux(mp4, move)
+
+
+def audio_cut(mp4: bytes, seconds: float) -> bytes:
+    """``mp4`` with its audio track ending at ``seconds``, the video whole."""
+    return remux(mp4, lambda kind, t: None if kind == "audio" and t >= seconds else 0.0)
 
 
 def overfit(model: DiffusionAutoencoder, images: torch.Tensor, steps: int, lr: float = 3e-3) -> list[float]:

@@ -21,7 +21,7 @@ from fet.landmarks.detector import FaceLandmarkDetector
 from fet.media.mp4 import write_mp4
 from fet.media.video import VideoReader
 from tests.conftest import media
-from tests.fet.helpers import shifted
+from tests.fet.helpers import audio_cut, shifted
 from tests.fet.test_video import lag
 
 pytestmark = pytest.mark.timeout(900)
@@ -55,6 +55,7 @@ def inputs(tmp_path_factory) -> Path:
     (clips / "truncated_000.mp4").write_bytes(data[: len(data) // 3])  # moov atom at the end: unreadable
     (clips / "empty_000.mp4").write_bytes(b"")
     (clips / "late_000.mp4").write_bytes(shifted(data, 0.5))  # its sound starts 0.5 s after its first frame
+    (clips / "cut_000.mp4").write_bytes(audio_cut(data, 2.0))  # its sound ends at 2 s of 4.9
     frames = VideoReader(media("video/retalking_5.mp4")).frames(np.arange(50))
     write_mp4(str(clips / "mute_000.mp4"), frames, None, 16_000, 25)  # a real video without an audio track
     shutil.copy(media("image/sadtalker_happy.png"), faces / "happy.png")
@@ -139,12 +140,13 @@ def test_bad_inputs_are_rejected_with_reasons(first_run, inputs):
     cfg, stats = first_run
     rejects = {r["item_id"]: r for r in shards.read_rejects(cfg.out)}
     expected = {"truncated_000": "corrupt", "empty_000": "empty_file", "mute_000": "no_audio",
-                "curtain": "no_face", "notes": "unreadable"}  # fmt: skip
+                "cut_000": "short_audio", "curtain": "no_face", "notes": "unreadable"}  # fmt: skip
     assert {k: v["reason"] for k, v in rejects.items()} == expected
     for item, r in rejects.items():
         assert item in r["detail"] and str(inputs) in r["detail"], r  # the message names the input
     assert "no audio stream" in rejects["mute_000"]["detail"]
-    assert stats["rows"] == 8 and stats["rejects"] == 5
+    assert "the audio track ends 2.8" in rejects["cut_000"]["detail"]  # of the 4.88 s segment (122 frames)
+    assert stats["rows"] == 8 and stats["rejects"] == 6
 
 
 def test_shards_are_cut_in_input_order(first_run):
@@ -168,7 +170,7 @@ def test_second_run_does_no_repeated_work(first_run):
     cfg, _ = first_run
     before = {p: p.stat().st_mtime_ns for p in Path(cfg.out).rglob("part-*")}
     stats = run(cfg)
-    assert stats["processed"] == 0 and stats["skipped"] == 10
+    assert stats["processed"] == 0 and stats["skipped"] == 11
     assert {p: p.stat().st_mtime_ns for p in Path(cfg.out).rglob("part-*")} == before
 
 

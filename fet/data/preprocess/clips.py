@@ -159,6 +159,11 @@ class ClipPreprocessor:
                  sidecar: dict | None, reader: VideoReader, timings: dict) -> dict[str, Any]:  # fmt: skip
         cfg, f = self.cfg, self.cfg.filters
         T, H, W = frames.shape[:3]
+        missing = T / cfg.fps - (0.0 if audio is None else max(0.0, audio.size / SAMPLE_RATE - start / cfg.fps))
+        if audio is not None and missing > f.max_missing_audio:  # silence would teach a moving mouth to say nothing
+            raise Reject("short_audio", f"{item.video} segment {k}: the audio track ends {missing:.2f} s before the "
+                                        f"segment does; the limit is {f.max_missing_audio:g} s "
+                                        "(filters.max_missing_audio)")  # fmt: skip
         t = time.perf_counter()
         if sidecar is not None:  # SynthTalk: frames are aligned crops and the landmarks are ground truth
             crops = np.stack([resize_square(fr, cfg.size) for fr in frames])

@@ -21,6 +21,7 @@ class ClipFilters:
     max_jitter: float | None = None  # landmark jitter, fraction of face height per frame
     min_sync: float | None = None  # mouth-opening / audio-loudness correlation
     require_audio: bool = True  # VFHQ has none: set false to keep frames-only clips
+    max_missing_audio: float = 0.5  # seconds of a segment past the end of its audio track (short_audio)
 
 
 @dataclass
