@@ -32,7 +32,7 @@ class _Models:
         self.options = AppOptions(**options)
         overrides = {"steps": self.options.steps} if self.options.steps else {}
         self.pipeline = FaceEditTalkerPipeline.from_bundle(self.options.bundle, self.options.device, **overrides)
-        self.store = StateStore(self.options.state_dir)
+        self.store = StateStore(self.options.state_dir, touch_every=self.options.reference_ttl_seconds / 10)
         self.cache: OrderedDict[str, Reference] = OrderedDict()
 
     def reference(self, ref_id: str) -> Reference:
@@ -58,7 +58,7 @@ class Encoder(_Models):
     def encode(self, image: bytes) -> dict[str, Any]:
         """→ {reference_id, notes, cached}; NoFaceError / ImageError reach the caller."""
         ref_id = reference_id(self.fingerprint, image)
-        if self.store.has_reference(ref_id):
+        if self.store.use_reference(ref_id):  # stored: marked used, so a sweep keeps it
             ref = self.reference(ref_id)
             return {"reference_id": ref_id, "notes": ref.notes, "cached": True}
         cached = ref_id in self.cache  # inverted here before its stored copy expired: stored again

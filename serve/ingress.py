@@ -37,7 +37,6 @@ from fet.editing.attributes import AttributeLibrary
 from fet.images import ImageError, encode_png
 from fet.landmarks.detector import NoFaceError
 from fet.media.mp4 import encode_mp4
-from fet.storage import StorageError
 from serve.options import AppOptions
 from serve.store import StateStore
 
@@ -151,7 +150,7 @@ class Ingress:
                  aurocs: dict[str, float] | None = None) -> None:  # fmt: skip
         self.encoder, self.animator, self.renderer = encoder, animator, renderer
         self.options = AppOptions(**options)
-        self.store = StateStore(self.options.state_dir)
+        self.store = StateStore(self.options.state_dir, touch_every=self.options.reference_ttl_seconds / 10)
         self.attribute_library = AttributeLibrary(**library)
         self.library, self.trained = self.attribute_library.describe(), set(trained)
         self.aurocs = aurocs or {}  # held-out AUROC of each attribute's classifier (fet.bundle.held_out_aurocs)
@@ -161,7 +160,6 @@ class Ingress:
         app.state.max_payload = int(self.options.max_payload_mb * 1024 * 1024)
         self.tasks: set[asyncio.Task] = set()
         self.swept = 0.0  # when this replica last deleted expired jobs and references
-        self.used: dict[str, float] = {}  # reference id → when this replica last marked it used in the store
 
     async def _downstream(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Make a deployment call (``call`` sends it) and await it. A replica that dies while it answers is
@@ -258,32 +256,13 @@ class Ingress:
         if reference_id:
             if not ID.match(reference_id):
                 raise HTTPException(422, "reference_id: expected the 32-character id returned by /v1/references")
-            if not await self._use(reference_id):
+            if not await asyncio.to_thread(self.store.use_reference, reference_id):
                 raise HTTPException(404, f"reference_id {reference_id}: unknown, or unused for longer than "
                                          f"{self.options.reference_ttl_seconds} s; encode the image again")  # fmt: skip
             return reference_id, {"reference_id": reference_id, "notes": [], "cached": True}
         info = await self._downstream(partial(self.encoder.encode.remote, await self._image(image)))
-        if info["cached"]:
-            await self._use(info["reference_id"])
-        else:  # just written
-            self.used[info["reference_id"]] = time.time()
         self._sweep()  # new references make room: expired ones go
         return info["reference_id"], info
-
-    async def _use(self, ref_id: str) -> bool:
-        """Whether the reference is stored; marks it used (in the store at most every tenth of its time to
-        live), so that a sweep keeps it."""
-        now = time.time()
-        if now - self.used.get(ref_id, 0.0) <= self.options.reference_ttl_seconds / 10:
-            return await asyncio.to_thread(self.store.has_reference, ref_id)
-        try:
-            await asyncio.to_thread(self.store.touch_reference, ref_id)
-        except StorageError:
-            return False
-        if len(self.used) >= 100_000:
-            self.used.clear()
-        self.used[ref_id] = now
-        return True
 
     # -- routes ---------------------------------------------------------------------------------------------
     @app.get("/healthz")

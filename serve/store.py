@@ -26,8 +26,12 @@ from fet import storage
 
 
 class StateStore:
-    def __init__(self, root: str) -> None:
-        self.root = root
+    """``touch_every``: how often at most ``use_reference`` marks a reference used in storage; between
+    marks it only checks that the reference is there."""
+
+    def __init__(self, root: str, touch_every: float = 0.0) -> None:
+        self.root, self.touch_every = root, touch_every
+        self._touched: dict[str, float] = {}  # reference id → when this store last marked it used
 
     # -- references -----------------------------------------------------------------------------------
     def reference_uri(self, ref_id: str) -> str:
@@ -38,6 +42,7 @@ class StateStore:
 
     def put_reference(self, ref_id: str, data: bytes) -> None:
         storage.write_bytes(self.reference_uri(ref_id), data)
+        self._touched[ref_id] = time.time()
 
     def get_reference(self, ref_id: str) -> bytes:
         return storage.read_bytes(self.reference_uri(ref_id))
@@ -45,6 +50,21 @@ class StateStore:
     def touch_reference(self, ref_id: str) -> None:
         """Mark the reference used now; a ``StorageError`` when it is not stored."""
         storage.touch(self.reference_uri(ref_id))
+
+    def use_reference(self, ref_id: str) -> bool:
+        """Whether the reference is stored; marks it used (at most every ``touch_every`` seconds), so that
+        ``expire_references`` keeps it."""
+        now = time.time()
+        if now - self._touched.get(ref_id, -float("inf")) <= self.touch_every:
+            return self.has_reference(ref_id)
+        try:
+            self.touch_reference(ref_id)
+        except storage.StorageError:
+            return False
+        if len(self._touched) >= 100_000:
+            self._touched.clear()
+        self._touched[ref_id] = now
+        return True
 
     def expire_references(self, ttl_seconds: float) -> list[str]:
         """Delete every reference neither written nor marked used for more than ``ttl_seconds`` → their ids."""

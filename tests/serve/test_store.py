@@ -45,8 +45,9 @@ def test_references_unused_for_their_time_to_live_are_deleted(root):
         store.put_reference(ref_id, b"x_T and z_sem")
     with pytest.raises(storage.StorageError, match="c{32}"):
         store.touch_reference("c" * 32)
+    assert not store.use_reference("c" * 32)
     time.sleep(3.2)  # S3 keeps whole seconds
-    store.touch_reference("b" * 32)  # used again: kept
+    assert store.use_reference("b" * 32)  # used again: kept
     assert store.expire_references(2.0) == ["a" * 32]
     assert not store.has_reference("a" * 32)
     assert store.get_reference("b" * 32) == b"x_T and z_sem"  # a touch leaves the bytes as they were
