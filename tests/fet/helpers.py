@@ -7,6 +7,7 @@ import struct
 import zlib
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,6 +82,13 @@ def shifted(mp4: bytes, audio_seconds: float, video_seconds: float = 0.0, audio_
 def audio_cut(mp4: bytes, seconds: float) -> bytes:
     """``mp4`` with its audio track ending at ``seconds``, the video whole."""
     return remux(mp4, lambda kind, t: None if kind == "audio" and t >= seconds else 0.0)
+
+
+def lag(sound: np.ndarray, later: np.ndarray, near: int, within: int = 200) -> int:
+    """How many samples later ``sound`` (its second 1–2) plays in ``later``, searched ``within`` of ``near``."""
+    piece = sound[16_000:32_000]
+    return max(range(near - within, near + within + 1),
+               key=lambda k: float(np.dot(piece, later[16_000 + k : 32_000 + k])))  # fmt: skip
 
 
 def overfit(model: DiffusionAutoencoder, images: torch.Tensor, steps: int, lr: float = 3e-3) -> list[float]:

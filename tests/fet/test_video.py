@@ -17,7 +17,7 @@ from fet.landmarks.detector import FaceLandmarkDetector
 from fet.media.mp4 import encode_mp4
 from fet.media.video import VideoReader, timeline
 from tests.conftest import media
-from tests.fet.helpers import shifted
+from tests.fet.helpers import lag, shifted
 
 MOUTH, LEFT_EYE = 13, 159  # MediaPipe face-mesh points: upper inner lip, left upper eyelid
 
@@ -102,13 +102,6 @@ def test_a_variable_frame_rate_is_read_by_time(decoder):
     frames = reader.frames(ticks).astype(int)
     shown = np.round(frames[:, 32, 24, 1] / 40) * 16 + np.round(frames[:, 32, 24, 0] / 16) % 16
     assert np.array_equal(shown, on_screen)
-
-
-def lag(sound: np.ndarray, later: np.ndarray, near: int, within: int = 200) -> int:
-    """How many samples later ``sound`` (its second 1–2) plays in ``later``, searched ``within`` of ``near``."""
-    piece = sound[16_000:32_000]
-    return max(range(near - within, near + within + 1),
-               key=lambda k: float(np.dot(piece, later[16_000 + k : 32_000 + k])))  # fmt: skip
 
 
 @pytest.mark.parametrize("audio_s, video_s", [(0.5, 0.0), (0.0, 0.5)])

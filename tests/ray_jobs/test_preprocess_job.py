@@ -21,8 +21,7 @@ from fet.landmarks.detector import FaceLandmarkDetector
 from fet.media.mp4 import write_mp4
 from fet.media.video import VideoReader
 from tests.conftest import media
-from tests.fet.helpers import audio_cut, shifted
-from tests.fet.test_video import lag
+from tests.fet.helpers import audio_cut, lag, shifted
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -159,8 +159,8 @@ class ClipPreprocessor:
                  sidecar: dict | None, reader: VideoReader, timings: dict) -> dict[str, Any]:  # fmt: skip
         cfg, f = self.cfg, self.cfg.filters
         T, H, W = frames.shape[:3]
-        missing = T / cfg.fps - (0.0 if audio is None else max(0.0, audio.size / SAMPLE_RATE - start / cfg.fps))
-        if audio is not None and missing > f.max_missing_audio:  # silence would teach a moving mouth to say nothing
+        missing = (start + T) / cfg.fps - (audio.size / SAMPLE_RATE if audio is not None else np.inf)
+        if missing > f.max_missing_audio:  # silence would teach a moving mouth to say nothing
             raise Reject("short_audio", f"{item.video} segment {k}: the audio track ends {missing:.2f} s before the "
                                         f"segment does; the limit is {f.max_missing_audio:g} s "
                                         "(filters.max_missing_audio)")  # fmt: skip
