@@ -29,6 +29,7 @@ from fet import storage
 from fet.audio.features import AudioEncoder, AudioEncoderConfig
 from fet.checkpoint import CheckpointError, load_weights, read_component_config, save_component
 from fet.config import from_dict
+from fet.device import resolve_device
 from fet.editing.attributes import AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
 from fet.editor import load_attribute_classifier, load_attribute_library
@@ -218,6 +219,7 @@ def held_out_aurocs(info: dict) -> dict[str, float]:
 
 
 def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
+    device = resolve_device(device)  # before reading any weights
     info = check_bundle(uri)
     try:
         talker = load_talker(uri)

@@ -16,6 +16,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    from fet.device import DeviceError, resolve_device
+
+    try:
+        resolve_device(text)
+    except DeviceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _edit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edit", default="", help='explicit edits, e.g. "Eyeglasses=+1,Smiling=0.3"')
     parser.add_argument("--text", default=None, help='free text, e.g. "add glasses and make her smile"')
@@ -38,7 +48,7 @@ def generate_main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=_positive_int, default=None, help="frames per denoiser batch")
     parser.add_argument("--pose-style", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("-o", "--out", required=True, help="output mp4 (path or s3:// URI)")
     args = parser.parse_args(argv)
 
@@ -80,7 +90,10 @@ def edit_main(argv: list[str]) -> None:
 
     from PIL import Image
 
+    from fet import storage
     from fet.images import save_image
+
+    storage.check_writable(args.out)  # before the inversion, which can take minutes
 
     if args.bundle:
         from fet.pipeline import FaceEditTalkerPipeline

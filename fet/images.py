@@ -30,7 +30,8 @@ def load_image(source: str | Path | bytes | Image.Image) -> Image.Image:
         img.load()
         img = ImageOps.exif_transpose(img)  # upright as viewers show it: phones store pixels as the sensor lay
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{name}: not a readable image (expected PNG, JPEG or WebP): {e}") from e
+        reason = "cannot identify image format" if isinstance(e, UnidentifiedImageError) else e  # PIL's names a buffer
+        raise ImageError(f"{name}: not a readable image (expected PNG, JPEG or WebP): {reason}") from e
     if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grey (PNG): PIL's own convert clips at 255
         img = Image.fromarray((np.asarray(img, np.float64) / 257).round().clip(0, 255).astype(np.uint8))
     if "A" in img.getbands() or "transparency" in img.info:  # a cut-out: on white, as viewers show it

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fet import storage
 from fet.audio.load import SAMPLE_RATE, check_speech, load_audio, num_frames
 from fet.bundle import Bundle, load_bundle
 from fet.config import ConfigError, from_dict
@@ -258,7 +259,9 @@ class FaceEditTalkerPipeline:
     ) -> TalkingHead:
         """Generate the talking head. With ``output`` (path or ``s3://`` URI) frames stream into an mp4
         (H.264 + AAC at ``fps``) that appears only when complete; without it frames are returned."""
-        parsed = self.parse(edits, text)  # validate edits before any expensive work
+        parsed = self.parse(edits, text)  # validate edits and the destination before any expensive work
+        if output is not None:
+            storage.check_writable(output)
         for name, value in (("steps", steps), ("batch_size", batch_size)):
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value}: expected 1 or more (None: the pipeline's setting)")

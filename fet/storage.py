@@ -105,6 +105,30 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def check_writable(uri: str | os.PathLike) -> None:
+    """Refuse, before the work that makes a file, a destination it could not be written to: a local path that is
+    a folder or whose folder cannot be made or written to, an S3 URI without bucket or key. (Whether S3 takes
+    the object is known only when it is put.)"""
+    uri = str(uri)
+    if is_s3(uri):
+        if not split_s3(uri)[1] or uri.endswith("/"):
+            raise StorageError(f"{uri!r}: expected s3://bucket/key, a file's URI")
+        return
+    path = Path(uri)
+    if path.is_dir() or uri.endswith(os.sep):
+        raise StorageError(f"{uri}: is a folder; expected a file's path")
+    blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise StorageError(f"{uri}: cannot write there ({blocking} is a file, not a folder)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise StorageError(f"{uri}: cannot write there ({e.strerror or e})") from e
+
+
 def write_text(uri: str | os.PathLike, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from fet.config import load_config
+from fet.config import ConfigError, load_config
+from fet.storage import StorageError
 from fet.training.config import AudioStageConfig, Stage1Config, Stage2Config, Stage3Config
 
 STAGES = {"stage1": Stage1Config, "stage2": Stage2Config, "audio": AudioStageConfig, "stage3": Stage3Config}
@@ -17,7 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="YAML file in configs/train/ (defaults when omitted)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 optim.lr=2e-4")
     args = parser.parse_args(argv)
-    cfg = load_config(STAGES[args.stage], args.config, args.overrides)
+    try:
+        cfg = load_config(STAGES[args.stage], args.config, args.overrides)
+    except (ConfigError, StorageError) as e:  # a mistyped key or a missing file: the reason, no traceback
+        parser.error(str(e))
     if args.stage == "stage1":
         from fet.training.stage1 import train_stage1 as train
     elif args.stage == "stage2":

@@ -153,6 +153,10 @@ class AttributeLibrary:
                 raise ValueError(f"edit {item!r}: expected Attribute=alpha, e.g. Eyeglasses=+0.5")
             name, raw = item.split("=", 1)
             try:
+                self.resolve(name.strip())
+            except KeyError as e:  # typed by a user: a ValueError, like every other bad edit
+                raise ValueError(f"edit {item!r}: {e.args[0]}") from e
+            try:
                 edits[name.strip()] = float(raw)
             except ValueError as e:
                 raise ValueError(f"edit {item!r}: α must be a number, got {raw!r}") from e

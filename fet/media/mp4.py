@@ -38,6 +38,7 @@ class Mp4Writer:
         if width % 2 or height % 2:
             raise ValueError(f"video size {width}x{height}: H.264 4:2:0 needs even width and height")
         self.uri, self.width, self.height, self.fps = str(uri), width, height, fps
+        storage.check_writable(self.uri)
         fd, self._tmp = tempfile.mkstemp(suffix=".mp4")
         os.close(fd)
         import av  # FFmpeg loads with the first writer, not with every module that imports this one
@@ -53,6 +54,7 @@ class Mp4Writer:
         self.sample_rate = sample_rate
         self._audio: np.ndarray | None = None
         self.frames_written = 0
+        self.kept = False  # a whole video that could not be published, kept for its owner
 
     def write(self, frames: np.ndarray) -> None:
         """frames (T, H, W, 3) uint8 RGB."""
@@ -90,21 +92,35 @@ class Mp4Writer:
         self._out.close()
 
     def close(self) -> None:
+        """Finish the file and publish it. A whole video that cannot be published (the folder went away, the
+        bucket refused it) is kept, and the error says where."""
         try:
             self._finish()
+        except BaseException:
+            Path(self._tmp).unlink(missing_ok=True)
+            raise
+        partial = self.uri + ".partial"
+        try:
             if storage.is_s3(self.uri):
                 storage.write_bytes(self.uri, Path(self._tmp).read_bytes())
+                Path(self._tmp).unlink()
             else:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(self._tmp, self.uri + ".partial")
-                os.replace(self.uri + ".partial", self.uri)
-        finally:
-            Path(self._tmp).unlink(missing_ok=True)
+                shutil.move(self._tmp, partial)
+                os.replace(partial, self.uri)
+        except OSError as e:
+            kept, self.kept = partial, True  # abort (the caller's clean-up) leaves it
+            if Path(self._tmp).exists():
+                kept = self._tmp
+                with contextlib.suppress(OSError):  # a copy across file systems that stopped half-way
+                    Path(partial).unlink()
+            raise storage.StorageError(f"{self.uri}: the video could not be written there ({e}); kept at {kept}") from e
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._out.close()
-        Path(self._tmp).unlink(missing_ok=True)
+        if not self.kept:
+            Path(self._tmp).unlink(missing_ok=True)
 
     def __enter__(self) -> Mp4Writer:
         return self

@@ -105,6 +105,8 @@ def test_explicit_edit_spec():
         lib.parse_spec("Eyeglasses")
     with pytest.raises(ValueError, match="α must be a number"):
         lib.parse_spec("Eyeglasses=lots")
+    with pytest.raises(ValueError, match="edit 'Wings=1': unknown attribute 'Wings'; expected one of the 40"):
+        lib.parse_spec("Eyeglasses=1,Wings=1")  # typed by a user: a ValueError (the CLI's clean error), no KeyError
 
 
 def test_slerp_keeps_norm_and_endpoints():

@@ -54,3 +54,23 @@ def test_local_copy_of_s3_objects_is_gone_after_the_block(s3_bucket, tmp_path):
     assert tmp_path.is_dir()
     with pytest.raises(storage.StorageError, match="no such object"), storage.local_copy(f"{s3_bucket}/w/none.task"):
         pass
+
+
+def test_a_destination_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    storage.check_writable(tmp_path / "new" / "out.mp4")  # a folder that does not exist yet is made
+    assert (tmp_path / "new").is_dir() and list((tmp_path / "new").iterdir()) == []  # the probe is gone
+    (tmp_path / "a_file").write_bytes(b"x")
+    with pytest.raises(
+        storage.StorageError, match=r"a_file/out.mp4: cannot write there \(.*a_file is a file, not a folder\)"
+    ):
+        storage.check_writable(tmp_path / "a_file" / "out.mp4")
+    with pytest.raises(storage.StorageError, match=r"cannot write there \(.*a_file is a file, not a folder\)"):
+        storage.check_writable(tmp_path / "a_file" / "deeper" / "out.mp4")
+    with pytest.raises(storage.StorageError, match="is a folder; expected a file's path"):
+        storage.check_writable(tmp_path / "new")
+    with pytest.raises(storage.StorageError, match="cannot write there"):
+        storage.check_writable("/proc/out.mp4")  # a file system that takes no new files, even from root
+    for uri in ("s3://bucket", "s3://bucket/", "s3://bucket/videos/"):
+        with pytest.raises(storage.StorageError, match="expected s3://bucket/key"):
+            storage.check_writable(uri)
+    storage.check_writable("s3://bucket/videos/out.mp4")

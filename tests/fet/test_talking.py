@@ -287,6 +287,51 @@ def test_bad_inputs_get_clear_errors_and_leave_no_file(pipe, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
+def test_a_destination_that_cannot_take_the_video_is_refused_before_any_frame(pipe, tmp_path):
+    from fet.storage import StorageError
+
+    image, lms = synthetic_face(SIZE)
+    (tmp_path / "a_file").write_bytes(b"x")
+    calls = []
+    for out, match in ((tmp_path / "a_file" / "talk.mp4", "a_file is a file, not a folder"), (tmp_path, "is a folder")):
+        with pytest.raises(StorageError, match=match):
+            pipe(image, speech(1.0), output=str(out), reference_landmarks=lms, callback=lambda *a: calls.append(a))
+    assert calls == []  # refused before the reference was inverted or a frame rendered
+
+
+def test_a_whole_video_that_cannot_be_published_is_kept_and_the_error_says_where(pipe, tmp_path, monkeypatch):
+    from fet.storage import StorageError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    image, lms = synthetic_face(SIZE)
+    folder = tmp_path / "videos"
+
+    def folder_becomes_a_file(done, total):  # e.g. the disk was tidied while the video rendered
+        if done == total:
+            folder.rmdir()
+            folder.write_bytes(b"not a folder")
+
+    with pytest.raises(
+        StorageError, match=r"videos/talk.mp4: the video could not be written there .*; kept at (\S+)$"
+    ) as e:
+        pipe(
+            image, speech(1.0), output=str(folder / "talk.mp4"), reference_landmarks=lms, callback=folder_becomes_a_file
+        )
+    kept = Path(str(e.value).rsplit("kept at ", 1)[1])
+    assert kept.parent == tmp_path / "tmp" and _decode_mp4(kept)[0] == 25  # every frame of the 1 s video
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_named_before_any_weights_are_read(tmp_path):
+    from fet.device import DeviceError
+
+    for device, match in (("cuda", "this process sees no CUDA device"), ("cuda:1", "no CUDA device"),
+                          ("tpu", "not a device name")):  # fmt: skip
+        with pytest.raises(DeviceError, match=match):
+            load_bundle(str(tmp_path / "no bundle here"), device)  # the device is checked first
+
+
 def test_bundle_missing_a_component_is_named(bundle, tmp_path):
     import shutil
 
@@ -343,6 +388,22 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
                   "-o", str(tmp_path / "bad.mp4")])  # fmt: skip
         assert e.value.code == 2
         assert f"argument {flag}: '0': expected a whole number of 1 or more" in capsys.readouterr().err
+    refused = {  # each refused with a message and exit status 2, not a traceback
+        ("--edit", "Wings=1"): "edit 'Wings=1': unknown attribute 'Wings'; expected one of the 40 CelebA names",
+        ("--device", "gpu0"): "argument --device: device 'gpu0': not a device name; expected cpu, cuda or cuda:N",
+        ("-o", str(tmp_path)): "is a folder; expected a file's path",
+    }
+    if not torch.cuda.is_available():
+        refused["--device", "cuda"] = "argument --device: device 'cuda': this process sees no CUDA device"
+    for (flag, value), message in refused.items():
+        args = ["--bundle", bundle, "--image", str(portrait), "--audio", str(wav), "-o", str(tmp_path / "bad.mp4")]
+        with pytest.raises(SystemExit) as e:
+            main(["generate", *args, flag, value])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused before the inversion, which can take minutes
+        main(["edit", "--bundle", bundle, "--image", str(portrait), "-o", str(tmp_path / "e.png" / "x.png")])
+    assert e.value.code == 2 and "e.png is a file, not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "bad.mp4").exists()
 
 
 def test_several_faces_use_the_largest_and_say_so(pipe):

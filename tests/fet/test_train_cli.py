@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fet.data.celeba_attributes import format_celeba_attributes
@@ -73,3 +74,17 @@ def test_stage1_stage2_and_edit_from_the_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fet.cli", "edit", "--model", str(model), "--image", str(images / "0.png"),
                           "--edit", "Smiling=0.3", "-o", str(out)], capture_output=True, text=True)  # fmt: skip
     assert bad.returncode != 0 and "'Smiling' has no trained classifier" in bad.stderr
+
+
+def test_a_bad_training_config_is_refused_with_its_reason_and_no_traceback(tmp_path, capsys):
+    from fet.cli import main
+
+    cases = {
+        ("stepz=3",): "Stage1Config: unknown key(s) ['stepz']; expected some of ['batch_size',",
+        ("steps=abc",): "steps: expected an integer, got 'abc'",
+        ("--config", str(tmp_path / "none.yaml")): f"{tmp_path / 'none.yaml'}: no such file",
+    }
+    for args, message in cases.items():
+        with pytest.raises(SystemExit) as e:
+            main(["train", "stage1", *args])
+        assert e.value.code == 2 and f"fet train: error: {message}" in capsys.readouterr().err
