@@ -34,6 +34,7 @@ from fet.editing.attributes import AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
 from fet.editor import load_attribute_classifier, load_attribute_library
 from fet.landmarks.face_mesh import face_landmarker_bytes
+from fet.lineage import LineageError, check_lineage
 from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from fet.models.audio2pose import Audio2Pose, Audio2PoseConfig
 from fet.models.codec import build_codec
@@ -104,6 +105,9 @@ def load_audio_models(directory: str) -> tuple[Audio2Mesh, Audio2Pose]:
 
 
 # -- bundles ------------------------------------------------------------------------------------------------
+EXTS = ("safetensors", "json")  # a component's weights and its config
+
+
 def _copy(src: str, dst: str) -> None:
     storage.write_bytes(dst, storage.read_bytes(src))
 
@@ -140,22 +144,29 @@ def export_bundle(
         "audio2mesh": audio_dir,
         "audio2pose": audio_dir,
     }
-    for name, src in sources.items():
-        for ext in ("safetensors", "json"):
-            path = storage.join(src, f"{name}.{ext}")
-            if not storage.exists(path):
-                raise BundleError(f"{path}: missing; the {name!r} component is needed for a bundle")
-            _copy(path, storage.join(out, f"{name}.{ext}"))
-    _copy(storage.join(editing_dir, "attribute_library.json"), storage.join(out, "attribute_library.json"))
+    files = {f"{name}.{ext}": storage.join(src, f"{name}.{ext}") for name, src in sources.items() for ext in EXTS}
+    files["attribute_library.json"] = storage.join(editing_dir, "attribute_library.json")
+    for name, path in files.items():  # all checked before anything is written
+        if not storage.exists(path):
+            raise BundleError(f"{path}: missing; every bundle needs {name}")
+    audio = load_audio_encoder_config(audio_dir)
+    image_cfg = read_component_config(talker_dir, "denoiser", "denoiser")
+    if read_component_config(image_dir, "semantic_encoder", "semantic_encoder") != image_cfg:
+        raise BundleError(f"{image_dir}, {talker_dir}: the semantic encoder and denoiser are different image models")
+    try:
+        check_lineage(image_dir, {"stage2": editing_dir, "stage3": talker_dir})
+    except LineageError as e:
+        raise BundleError(str(e)) from e
+    storage.delete(storage.join(out, "bundle.json"))  # written last: until then no loader takes a half-replaced bundle
+    for name, path in files.items():
+        _copy(path, storage.join(out, name))
     storage.write_bytes(storage.join(out, "face_landmarker.task"), face_landmarker_bytes(face_landmarker))
 
-    audio = load_audio_encoder_config(audio_dir)
     if audio.kind == "wav2vec2":
         _copy_tree(audio.path, storage.join(out, "audio_encoder"))
         audio.path = "audio_encoder"
     storage.write_text(storage.join(out, "audio_encoder.json"), json.dumps(dataclasses.asdict(audio), indent=2))
 
-    image_cfg = read_component_config(talker_dir, "denoiser", "denoiser")
     if image_cfg.get("codec") != "identity":
         _copy_tree(image_cfg["codec_path"], storage.join(out, "codec"))
     info = {

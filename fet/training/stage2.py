@@ -14,6 +14,7 @@ from fet.data.image_folder import FaceImageDataset
 from fet.editing.attributes import CELEBA_ATTRIBUTES, AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
 from fet.editor import save_attribute_model
+from fet.lineage import encoder_digest, write_lineage
 from fet.metrics.classification import auroc
 from fet.training.config import Stage2Config
 from fet.training.losses import attribute_bce_loss
@@ -84,6 +85,7 @@ def classifier_aurocs(clf: AttributeClassifier, z: torch.Tensor, labels: torch.T
 def train_stage2(cfg: Stage2Config, progress: bool = True) -> dict:
     library = AttributeLibrary(cfg.default_alpha, cfg.max_abs_alpha, cfg.edit_direction)  # checked before any work
     model = DiffusionAutoencoder.load(cfg.autoencoder)
+    lineage = encoder_digest(cfg.autoencoder)
     size = model.cfg.image_size
     train = FaceImageDataset(cfg.data.images, size, cfg.data.attributes, "train", cfg.data.val_fraction, cfg.data.limit)
     val = FaceImageDataset(cfg.data.images, size, cfg.data.attributes, "val", cfg.data.val_fraction)
@@ -92,6 +94,7 @@ def train_stage2(cfg: Stage2Config, progress: bool = True) -> dict:
     clf = fit_classifier(z_train, y_train, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed, progress,
                          cfg.label_model_ridge)  # fmt: skip
     save_attribute_model(cfg.out, clf, library)
+    write_lineage(cfg.out, cfg.autoencoder, lineage)
     aucs = classifier_aurocs(clf, z_val, y_val)
     metrics = {
         "trained_attributes": clf.trained_attributes,

@@ -27,6 +27,7 @@ from fet.data.clip_folder import list_clips, read_clip
 from fet.diffusion.ddim import ddim_invert, ddim_sample, training_scheduler
 from fet.images import image_grid, save_image
 from fet.landmarks.landmark_map import landmark_maps
+from fet.lineage import encoder_digest, write_lineage
 from fet.metrics.image_quality import psnr
 from fet.models.pose_guider import PoseGuiderConfig
 from fet.models.talker import TalkerDenoiser
@@ -121,6 +122,7 @@ def train_stage3(cfg: Stage3Config, progress: bool = True) -> dict:
     cfg.validate()
     torch.manual_seed(cfg.seed)
     ae = DiffusionAutoencoder.load(cfg.autoencoder).requires_grad_(False)
+    lineage = encoder_digest(cfg.autoencoder)
     talker = TalkerDenoiser.from_stage1(ae.denoiser, from_dict(PoseGuiderConfig, cfg.guider, where="guider")).train()
     size = talker.cfg.image_size
     train = load_talking_frames(cfg.clips, "train", size, cfg.limit)
@@ -145,6 +147,7 @@ def train_stage3(cfg: Stage3Config, progress: bool = True) -> dict:
         history.append(loss.item())
     trained = ema.shadow.eval()
     save_talker(cfg.out, trained)
+    write_lineage(cfg.out, cfg.autoencoder, lineage)
     pairs = sample_pairs(val, 6, np.random.default_rng(cfg.seed + 1))
     grid, val_psnr = talker_samples(trained, ae, val, pairs, cfg.eval_steps)
     save_image(image_grid(grid, rows=4), storage.join(cfg.out, "samples_stage3.png"))

@@ -344,6 +344,33 @@ def test_bundle_missing_a_component_is_named(bundle, tmp_path):
         load_bundle(str(tmp_path))
 
 
+def test_export_refuses_components_trained_on_another_stage1_and_keeps_the_bundle_it_would_replace(tmp_path):
+    from fet.autoencoder import DiffusionAutoencoder
+    from fet.bundle import export_bundle
+    from fet.lineage import encoder_digest, write_lineage
+
+    build_bundle(tmp_path)
+    dirs = {"image_dir": str(tmp_path / "stage1"), "editing_dir": str(tmp_path / "stage2"),
+            "talker_dir": str(tmp_path / "stage3"), "audio_dir": str(tmp_path / "audio")}  # fmt: skip
+    for later in ("stage2", "stage3"):  # as the stage-2 and stage-3 trainers record it
+        write_lineage(str(tmp_path / later), dirs["image_dir"], encoder_digest(dirs["image_dir"]))
+    out = str(tmp_path / "served")
+    export_bundle(out, **dirs)
+    before = {p.name: p.read_bytes() for p in Path(out).iterdir()}
+    torch.manual_seed(1)
+    DiffusionAutoencoder(tiny_config()).save(str(tmp_path / "retrained"))  # stage 1 trained again: other weights
+    with pytest.raises(BundleError, match=r"stage2 component was trained on the stage-1 semantic encoder of .*stage1"):
+        export_bundle(out, **{**dirs, "image_dir": str(tmp_path / "retrained")})
+    assert {p.name: p.read_bytes() for p in Path(out).iterdir()} == before  # refused before anything was written
+    load_bundle(out)
+    DiffusionAutoencoder.load(dirs["image_dir"]).save(str(tmp_path / "copy"))  # the same weights saved again
+    export_bundle(out, **{**dirs, "image_dir": str(tmp_path / "copy")})
+    (tmp_path / "audio" / "audio2pose.json").unlink()
+    with pytest.raises(BundleError, match=r"audio2pose.json: missing; every bundle needs audio2pose.json"):
+        export_bundle(out, **dirs)
+    assert (Path(out) / "bundle.json").exists()  # the complete bundle there before stays whole
+
+
 def test_bundle_loads_from_s3(bundle, s3_bucket, tmp_path, monkeypatch):
     from fet import storage
 

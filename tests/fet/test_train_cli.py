@@ -10,6 +10,7 @@ from PIL import Image
 
 from fet.data.celeba_attributes import format_celeba_attributes
 from fet.editing.attributes import ATTRIBUTE_INDEX
+from fet.lineage import encoder_digest
 
 SMALL_MODEL = [
     "model.image_size=16", "model.base_channels=16", "model.channel_mult=[1,2]", "model.encoder_channel_mult=[1,2]",
@@ -64,6 +65,8 @@ def test_stage1_stage2_and_edit_from_the_command_line(tmp_path):
     run("fet.train", "stage2", f"autoencoder={model}", f"out={model}", *data, "epochs=50")
     m2 = json.loads((model / "metrics_stage2.json").read_text())
     assert m2["trained_attributes"] == ["Eyeglasses"]
+    lineage = json.loads((model / "lineage.json").read_text())  # the stage-1 encoder stage 2 read faces with
+    assert lineage["semantic_encoder_sha256"] == encoder_digest(str(model))
 
     out = tmp_path / "edited.png"
     res = run("fet.cli", "edit", "--model", str(model), "--image", str(images / "0.png"),

@@ -20,6 +20,7 @@ from fet import storage
 from fet.bundle import held_out_aurocs, load_bundle
 from fet.config import load_config
 from fet.data.shards import read_rows
+from fet.lineage import encoder_digest
 from fet.training.job_config import TrainJobConfig
 from ray_jobs import export_bundle, tracking
 from ray_jobs.demo import PAIRED_WORKER_CPUS, WAVES
@@ -76,6 +77,9 @@ def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_sha
         assert info["mlflow_run_id"] == r.info.run_id and info["model_version"] == "1"
     m1 = client.get_run(json.loads((tmp_path / "stage1" / "training_run.json").read_text())["mlflow_run_id"])
     assert "val_reconstruction_psnr_db" in m1.data.metrics
+    for later in ("stage2", "stage3"):  # each records the stage-1 encoder it was trained on, for the export
+        lineage = json.loads((tmp_path / later / "lineage.json").read_text())
+        assert lineage["semantic_encoder_sha256"] == encoder_digest(str(tmp_path / "stage1"))
     export_bundle.main(["--out", str(tmp_path / "bundle"), *[f"--{s}={tmp_path / s}" for s in plans]])
     bundle = load_bundle(str(tmp_path / "bundle"))
     assert set(bundle.info["runs"]) == {"stage1", "stage2", "audio", "stage3"}

@@ -19,6 +19,7 @@ from fet.editing.classifier import AttributeClassifier
 from fet.editing.edit import edit_semantic
 from fet.editor import save_attribute_model
 from fet.images import encode_png, image_grid
+from fet.lineage import encoder_digest, write_lineage
 from fet.training.losses import attribute_bce_loss
 from fet.training.stage2 import classifier_aurocs
 from fet.training.tasks.base import Report, StageModel, TrainingTask, all_reduce
@@ -64,6 +65,7 @@ class Stage2Task(TrainingTask[Stage2Section]):
         super().__init__(job)
         self._library()  # a bad α range or edit direction fails here, not after training
         self.autoencoder = DiffusionAutoencoder.load(self.cfg.autoencoder).requires_grad_(False)
+        self.lineage = encoder_digest(self.cfg.autoencoder)  # what the export records it was trained on
 
     def to(self, device: torch.device, dtype: torch.dtype | None = None) -> None:
         self.autoencoder.to(device)  # fp32 whatever the precision: it encodes each face once, not per step
@@ -142,3 +144,4 @@ class Stage2Task(TrainingTask[Stage2Section]):
 
     def export(self, model: AttributeClassifier, out: str) -> None:
         save_attribute_model(out, model, self._library())
+        write_lineage(out, self.cfg.autoencoder, self.lineage)

@@ -22,6 +22,7 @@ from fet.data.shards import unpack
 from fet.diffusion.ddim import training_scheduler
 from fet.images import encode_png, image_grid
 from fet.landmarks.landmark_map import landmark_maps
+from fet.lineage import encoder_digest, write_lineage
 from fet.models.pose_guider import PoseGuiderConfig
 from fet.models.talker import TalkerDenoiser
 from fet.training.losses import diffusion_loss
@@ -93,6 +94,7 @@ class Stage3Task(TrainingTask[Stage3Section]):
     def __init__(self, job) -> None:
         super().__init__(job)
         self.autoencoder = DiffusionAutoencoder.load(self.cfg.autoencoder).requires_grad_(False)
+        self.lineage = encoder_digest(self.cfg.autoencoder)  # what the export records it was trained on
         self.guider_cfg = from_dict(PoseGuiderConfig, self.cfg.guider, where="task.guider")
         self.size = self.autoencoder.cfg.image_size
 
@@ -148,3 +150,4 @@ class Stage3Task(TrainingTask[Stage3Section]):
 
     def export(self, model: TalkerDenoiser, out: str) -> None:
         save_talker(out, model)
+        write_lineage(out, self.cfg.autoencoder, self.lineage)
