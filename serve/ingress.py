@@ -10,6 +10,7 @@ see real types, not strings, in their signatures.)
 """
 
 import asyncio
+import contextlib
 import hmac
 import io
 import json
@@ -329,7 +330,8 @@ class Ingress:
         out = await self._downstream(partial(self.renderer.interpolate.remote, a, b, ts))
         return Response(encode_png(Image.fromarray(np.concatenate(list(out), axis=1))), media_type="image/png")
 
-    async def _generate(self, ref_id: str, speech: np.ndarray, edits: dict[str, float], job: dict | None) -> bytes:
+    async def _generate(self, ref_id: str, speech: np.ndarray, edits: dict[str, float],
+                        progress: Callable[[float], None] | None = None) -> bytes:  # fmt: skip
         points = await self._downstream(partial(self.animator.motion.remote, ref_id, speech))
         T, frames, chunk = len(points), [], max(1, self.options.render_batch)
 
@@ -338,19 +340,44 @@ class Ingress:
 
         for start in range(0, T, chunk):
             frames += await self._downstream(render(range(start, min(T, start + chunk))))
-            if job is not None:
-                job.update(state="running", progress=len(frames) / T)
-                await asyncio.to_thread(self.store.save_job, job)
+            if progress is not None:
+                progress(len(frames) / T)
         return await asyncio.to_thread(encode_mp4, np.stack(frames), speech, SAMPLE_RATE, 25)
 
     async def _run_job(self, job: dict, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> None:
+        changed, finished = asyncio.Event(), asyncio.Event()
+
+        def progress(done: float) -> None:
+            job.update(state="running", progress=done)
+            changed.set()
+
+        writer = asyncio.create_task(self._keep_saved(job, changed, finished))
         try:
-            data = await self._generate(ref_id, speech, edits, job)
+            data = await self._generate(ref_id, speech, edits, progress)
             await asyncio.to_thread(self.store.put_result, job["id"], data)
             job.update(state="done", progress=1.0)
         except Exception as e:  # reported in the job, never lost
             job.update(state="failed", error=_message(e))
+        finally:
+            finished.set()
+            changed.set()
+            await writer  # its last write lands before the final one, never after it
         await asyncio.to_thread(self.store.save_job, job)
+
+    async def _keep_saved(self, job: dict, changed: asyncio.Event, finished: asyncio.Event) -> None:
+        """The one writer of a running job's state: after each change of progress, and every quarter of
+        ``job_stale_seconds`` without one, however long a step waits (a queue in front of the Renderer, a
+        long motion call, replicas still starting). So a job falls silent only when its replica is gone."""
+        while not finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self.options.job_stale_seconds / 4)
+            changed.clear()
+            if finished.is_set():
+                return
+            try:
+                await asyncio.to_thread(self.store.save_job, job)
+            except Exception as e:  # the next beat tries again
+                logger.warning("job %s: saving its state failed: %s", job["id"], _message(e))
 
     def _background(self, work) -> None:
         task = asyncio.create_task(work)
@@ -395,7 +422,7 @@ class Ingress:
         ref_id, speech, parsed = await self._media(form)
         if speech.size / SAMPLE_RATE > self.options.sync_max_seconds:
             return self._accepted(await self._start_job(ref_id, speech, parsed))
-        data = await self._generate(ref_id, speech, parsed, None)
+        data = await self._generate(ref_id, speech, parsed)
         return Response(data, media_type="video/mp4", headers={"X-Edits": json.dumps(parsed), "X-Reference-Id": ref_id})
 
     @app.post("/v1/jobs", status_code=202, dependencies=[Depends(_check_key)])

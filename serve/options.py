@@ -35,7 +35,12 @@ class AppOptions(BaseModel):
         7 * 24 * 3600, gt=0, description="how long an encoded reference is kept after its last use"
     )
     sweep_seconds: float = Field(60.0, gt=0, description="how often new work has expired jobs and references deleted")
-    job_stale_seconds: int = Field(120, gt=0, description="a running job silent this long: its replica stopped")
+    job_stale_seconds: int = Field(
+        120,
+        gt=0,
+        description="a running job silent this long: its replica stopped "
+        "(a live one saves the job every quarter of this)",
+    )
     job_restarts: int = Field(2, ge=0, description="times such a job is run again from its stored speech")
     retry_after_seconds: int = Field(2, ge=1)
     replica_retries: int = Field(2, ge=0, description="times a call is sent again when the replica answering it dies")

@@ -58,7 +58,7 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     opts = AppOptions(bundle=bundle, state_dir=str(STATE), api_key_file=str(tmp / "key"), max_payload_mb=1,
-                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, sweep_seconds=1, job_stale_seconds=20,
+                      max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, sweep_seconds=1, job_stale_seconds=8,
                       encoder=Scaling(max_ongoing_requests=1, max_queued_requests=1))  # fmt: skip
     run(opts, port=port)
     url = f"http://127.0.0.1:{port}"
@@ -242,7 +242,7 @@ def test_a_job_whose_replica_died_is_reported_failed(server):
 
 def test_a_job_whose_ingress_was_killed_runs_again_and_finishes(server, face):
     """The ingress replica running a job is killed (a real kill) while the video renders. Once the job has
-    been silent for ``job_stale_seconds`` (20 s here), the next poll runs it again from its stored
+    been silent for ``job_stale_seconds`` (8 s here), the next poll runs it again from its stored
     speech, on the ingress Serve started in its place, and it finishes with the whole video, which the
     client waiting for it receives."""
     import ray
@@ -273,6 +273,48 @@ def test_a_job_whose_ingress_was_killed_runs_again_and_finishes(server, face):
     assert state()["attempts"] == 2
     with av.open(io.BytesIO(video)) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
+
+
+def test_a_job_held_up_by_a_stalled_renderer_is_not_taken_for_lost_and_runs_once(server, face):
+    """The Renderer's replica stops answering for longer than ``job_stale_seconds`` (8 s here) while a job
+    renders: its process is paused (SIGSTOP), as a replica is held up by a long queue or a stuck device.
+    The ingress running the job is alive and keeps its state fresh, so no poll takes the job for lost and
+    runs it a second time; it finishes once the Renderer goes on."""
+    import signal
+
+    import ray
+
+    replicas = [ray.get_actor(a["name"], a["namespace"]) for a in ray.util.list_named_actors(all_namespaces=True)
+                if "Renderer" in a["name"]]  # fmt: skip
+    pids = [ray.get(r.__ray_call__.remote(lambda replica: os.getpid()), timeout=30) for r in replicas]
+    assert pids
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+    job = post(server, "/v1/jobs", files={"audio": ("s.wav", wav_bytes(speech(4.8)))}, data={"reference_id": ref})
+    assert job.status_code == 202, job.text
+
+    def state() -> dict:
+        return requests.get(f"{server}/v1/jobs/{job.json()['id']}", headers={"X-API-Key": KEY}, timeout=30).json()
+
+    deadline = time.time() + 120
+    while state()["progress"] == 0:  # rendering: its first frames are done
+        assert time.time() < deadline
+        time.sleep(0.02)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        stalled, seen = time.time(), []
+        while time.time() - stalled < 12:  # polled all along, past the 8 s after which a silent job is lost
+            seen.append(state())
+            time.sleep(0.5)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert {(s["state"], s["attempts"]) for s in seen} == {("running", 1)}
+    assert len({s["progress"] for s in seen}) == 1  # nothing rendered while the Renderer was paused
+    while (s := state())["state"] not in ("done", "failed"):
+        assert time.time() < deadline + 60
+        time.sleep(0.2)
+    assert s["state"] == "done" and s["attempts"] == 1, s
 
 
 def test_a_replica_killed_while_it_renders_is_replaced_and_no_video_is_lost(server, face):
