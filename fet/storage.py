@@ -133,6 +133,31 @@ def write_text(uri: str | os.PathLike, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
 
 
+def create_new(uri: str | os.PathLike, data: bytes = b"") -> bool:
+    """Write a file only where none is: whether this call wrote it. Of processes racing on one path, on
+    one machine or many, exactly one wins (``O_EXCL`` on disk, ``If-None-Match: *`` on S3), which makes
+    it a claim: of a job to run again, say."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except Exception as e:
+            if getattr(e, "response", {}).get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                return False
+            raise _s3_error(uri, e) from e
+        return True
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return True
+
+
 def exists(uri: str | os.PathLike) -> bool:
     uri = str(uri)
     if is_s3(uri):

@@ -445,15 +445,19 @@ class Ingress:
     async def _restart(self, job: dict) -> None:
         """A job silent for ``job_stale_seconds``: the replica running it stopped. It runs again here from
         its stored speech, up to ``job_restarts`` times; past that, or with no speech stored, it failed.
-        (Two replicas asked about it at the same moment may both run it: the same video, twice.)"""
+        Of the polls that find it silent at once, on one replica or several, the one that claims the next
+        run starts it; the others answer with the job as that run starts (``job`` is updated in place)."""
+        attempt = job.get("attempts", 1) + 1
         speech = await asyncio.to_thread(self.store.speech, job["id"])
-        if speech is None or job.get("attempts", 1) > self.options.job_restarts:
-            job.update(state="failed", error=f"the replica running this job stopped (run {job.get('attempts', 1)} "
-                                             "time(s)); submit it again")  # fmt: skip
+        if speech is None or attempt > self.options.job_restarts + 1:
+            job.update(state="failed", error=f"the replica running this job stopped (run {attempt - 1} time(s)); "
+                                             "submit it again")  # fmt: skip
             await asyncio.to_thread(self.store.save_job, job)
             return
+        job.update(state="queued", progress=0.0, attempts=attempt)  # as the run that claims it starts
+        if not await asyncio.to_thread(self.store.claim_run, job["id"], attempt):
+            return
         logger.warning("job %s: its replica stopped; running it again here", job["id"])
-        job.update(state="queued", progress=0.0, attempts=job.get("attempts", 1) + 1)
         await asyncio.to_thread(self.store.save_job, job)
         self._background(self._run_job(job, job["reference_id"], speech, job["edits"]))
 

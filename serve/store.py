@@ -4,6 +4,7 @@ refs/<id>.safetensors          an inverted face (``fet.references``), reused by 
 jobs/<id>/state.json           state, progress, timestamps, error
 jobs/<id>/speech.npy           its speech (16 kHz float32), to run it again when its replica stops
 jobs/<id>/result.mp4           the video, once done
+jobs/<id>/run-<n>              the claim of the replica that runs it the n-th time (n ≥ 2)
 
 A job unchanged for longer than its time to live is deleted, result and all (``expire_jobs``); so is a
 reference unused for longer than its own (``expire_references``: a use marks the file, ``touch_reference``).
@@ -97,6 +98,11 @@ class StateStore:
     def job(self, job_id: str) -> dict[str, Any] | None:
         uri = self._job(job_id, "state.json")
         return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+
+    def claim_run(self, job_id: str, attempt: int) -> bool:
+        """Whether this caller, of all replicas, runs the job's ``attempt``-th run (a marker file created
+        only where none is)."""
+        return storage.create_new(self._job(job_id, f"run-{attempt}"))
 
     def put_speech(self, job_id: str, speech: np.ndarray) -> None:
         buf = io.BytesIO()

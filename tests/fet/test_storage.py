@@ -74,3 +74,9 @@ def test_a_destination_that_cannot_be_written_is_refused_before_any_work(tmp_pat
         with pytest.raises(storage.StorageError, match="expected s3://bucket/key"):
             storage.check_writable(uri)
     storage.check_writable("s3://bucket/videos/out.mp4")
+
+
+def test_create_new_writes_only_where_nothing_is(tmp_path):
+    path = tmp_path / "claims" / "run-2"
+    assert storage.create_new(path, b"mine") and not storage.create_new(path, b"theirs")
+    assert storage.read_bytes(path) == b"mine"  # the loser wrote nothing

@@ -52,3 +52,20 @@ def test_references_unused_for_their_time_to_live_are_deleted(root):
     assert not store.has_reference("a" * 32)
     assert store.get_reference("b" * 32) == b"x_T and z_sem"  # a touch leaves the bytes as they were
     assert store.expire_references(2.0) == []
+
+
+def test_of_replicas_racing_to_run_a_silent_job_again_exactly_one_claims_each_run(root):
+    """Eight pollers at once, as replicas that all find the job silent: one claim per run succeeds, on disk
+    (O_EXCL) and on S3 (If-None-Match), and the claims go with the job when it expires."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = StateStore(root)
+    job = store.new_job({"reference_id": "r"})
+    with ThreadPoolExecutor(8) as pool:
+        for attempt in (2, 3):
+            won = list(pool.map(store.claim_run, [job["id"]] * 8, [attempt] * 8))
+            assert won.count(True) == 1, (attempt, won)
+    assert not store.claim_run(job["id"], 2)  # a late poller too
+    time.sleep(3.2)  # S3 keeps whole seconds
+    assert store.expire_jobs(2.0) == [job["id"]]
+    assert storage.list_files(storage.join(root, "jobs")) == []
