@@ -24,6 +24,8 @@ from fet.references import inversion_fingerprint, reference_from_bytes, referenc
 from serve.options import AppOptions
 from serve.store import StateStore
 
+FrameRequest = tuple[str, np.ndarray | None, dict[str, float]]  # reference id, landmarks (None: its own), edits
+
 
 class _Models:
     """Bundle, store and a small LRU of decoded references, shared by the three deployments."""
@@ -85,16 +87,32 @@ class Renderer(_Models):
     async def render(self, ref_id: str, points: np.ndarray | None, edits: dict[str, float]) -> np.ndarray:
         """One frame: landmarks (478, 2) of the aligned crop (None: the reference's own, i.e. an edited
         photo) + {attribute: α} → (S, S, 3) uint8."""
-        return await self.render_frames((ref_id, points, edits))
+        frame = await self.render_frames((ref_id, points, edits))
+        if isinstance(frame, Exception):
+            raise frame
+        return frame
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
-    async def render_frames(self, items: list[tuple[str, np.ndarray, dict[str, float]]]) -> list[np.ndarray]:
-        return list(self._render(items))
+    async def render_frames(self, items: list[FrameRequest]) -> list[np.ndarray | Exception]:
+        return self._render(items)
 
-    def _render(self, items: list[tuple[str, np.ndarray | None, dict[str, float]]]) -> np.ndarray:
-        refs = [self.reference(ref_id) for ref_id, _, _ in items]
-        points = np.stack([r.landmarks.points[:, :2] if p is None else p for r, (_, p, _) in zip(refs, items)])
-        return self.pipeline.render(refs, points, [e for _, _, e in items])
+    def _render(self, items: list[FrameRequest]) -> list[np.ndarray | Exception]:
+        """The batch's frames; an item whose reference cannot be loaded (deleted since the ingress checked
+        it) gets its error in its place, and the other requests' frames of the batch are rendered."""
+        out: list[np.ndarray | Exception | None] = [None] * len(items)
+        good, refs = [], []
+        for i, (ref_id, _, _) in enumerate(items):
+            try:
+                refs.append(self.reference(ref_id))
+                good.append(i)
+            except Exception as e:
+                out[i] = e
+        if good:
+            points = np.stack([r.landmarks.points[:, :2] if items[i][1] is None else items[i][1]
+                               for r, i in zip(refs, good)])  # fmt: skip
+            for i, frame in zip(good, self.pipeline.render(refs, points, [items[i][2] for i in good])):
+                out[i] = frame
+        return out
 
     def interpolate(self, ref_a: str, ref_b: str, ts: list[float]) -> np.ndarray:
         """Faces between two references (lerp z_sem, slerp x_T), each in a's pose → (n, S, S, 3) uint8."""

@@ -357,6 +357,25 @@ def test_a_replica_killed_while_it_renders_is_replaced_and_no_video_is_lost(serv
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
 
 
+def test_a_frame_whose_reference_is_gone_fails_alone_and_its_batch_renders_the_rest(server, face):
+    """The Renderer batches frames of concurrent requests. A frame whose reference cannot be loaded (deleted
+    after the ingress checked it; sent straight to the Renderer here) gets its own error, and the other
+    requests' frames in the same batch are rendered."""
+    from ray import serve
+
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+    renderer = serve.get_deployment_handle("Renderer", app_name="faceedittalker")
+    calls = [renderer.render.remote("0" * 32 if i == 3 else ref, None, {}) for i in range(8)]  # one batch (8)
+    results = []
+    for call in calls:
+        try:
+            results.append(call.result(timeout_s=120))
+        except Exception as e:
+            results.append(e)
+    assert "unknown; encode the image first" in str(results[3])
+    assert all(isinstance(r, np.ndarray) and r.shape == (SIZE, SIZE, 3) for i, r in enumerate(results) if i != 3)
+
+
 def test_a_full_queue_answers_503_with_retry_after_and_the_client_waits_its_turn(server, face):
     from fet.client import Client
 
