@@ -113,12 +113,21 @@ class Client:
         return self._call("GET", f"/v1/jobs/{job_id}").json()
 
     def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None) -> bytes:
-        """Poll a job until it is done → mp4 bytes; a failed job raises ``ServiceError``."""
+        """Poll a job until it is done → mp4 bytes; a failed job raises ``ServiceError``. The job runs on
+        whatever happens to the connection, so a poll that cannot reach the service (the HTTP proxy
+        restarting, a gateway's 502/503/504) is tried again until ``timeout``."""
         deadline = time.time() + (timeout or self.timeout)
         while time.time() < deadline:
-            state = self.job(job_id)
-            if state["state"] == "done":
-                return self._call("GET", f"/v1/jobs/{job_id}/result").content
+            try:
+                state = self.job(job_id)
+                if state["state"] == "done":
+                    return self._call("GET", f"/v1/jobs/{job_id}/result").content
+            except (requests.ConnectionError, requests.Timeout):
+                state = {"state": "unreachable"}
+            except ServiceError as e:
+                if e.status not in (502, 503, 504):
+                    raise
+                state = {"state": "unreachable"}
             if state["state"] == "failed":
                 raise ServiceError(500, f"job {job_id} failed: {state['error']}")
             time.sleep(poll)

@@ -275,6 +275,32 @@ def test_a_job_whose_ingress_was_killed_runs_again_and_finishes(server, face):
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
 
 
+def test_the_client_waits_for_a_job_through_a_restart_of_the_http_proxy(server, face):
+    """Serve's HTTP proxy is killed (a real kill) while a job renders: until Serve has started it again the
+    port refuses connections. The job runs on in its replica, and ``Client.wait`` keeps polling through
+    the gap and receives the whole video."""
+    import ray
+
+    from fet.client import Client
+
+    client = Client(server, api_key=KEY)
+    job_id = client.submit(client.encode(face), wav_bytes(speech(4.8)))
+    proxies = [(a["name"], a["namespace"]) for a in ray.util.list_named_actors(all_namespaces=True)
+               if "PROXY" in a["name"].upper()]  # fmt: skip
+    assert proxies
+    for name, namespace in proxies:
+        ray.kill(ray.get_actor(name, namespace))
+    refused = False
+    try:
+        requests.get(f"{server}/healthz", timeout=5)
+    except requests.ConnectionError:
+        refused = True
+    video = client.wait(job_id, timeout=240)
+    assert refused, "the proxy answered right after it was killed; the test did not test the gap"
+    with av.open(io.BytesIO(video)) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
+
+
 def test_a_job_held_up_by_a_stalled_renderer_is_not_taken_for_lost_and_runs_once(server, face):
     """The Renderer's replica stops answering for longer than ``job_stale_seconds`` (8 s here) while a job
     renders: its process is paused (SIGSTOP), as a replica is held up by a long queue or a stuck device.
