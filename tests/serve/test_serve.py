@@ -290,13 +290,15 @@ def test_the_client_waits_for_a_job_through_a_restart_of_the_http_proxy(server, 
     assert proxies
     for name, namespace in proxies:
         ray.kill(ray.get_actor(name, namespace))
-    refused = False
-    try:
-        requests.get(f"{server}/healthz", timeout=5)
-    except requests.ConnectionError:
-        refused = True
+    refused, deadline = False, time.time() + 10
+    while not refused and time.time() < deadline:  # the kill lands within moments; a new proxy takes seconds
+        try:
+            requests.get(f"{server}/healthz", timeout=5)
+            time.sleep(0.05)
+        except requests.ConnectionError:
+            refused = True
     video = client.wait(job_id, timeout=240)
-    assert refused, "the proxy answered right after it was killed; the test did not test the gap"
+    assert refused, "the port never refused a connection; the test did not test the gap"
     with av.open(io.BytesIO(video)) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
 
@@ -336,7 +338,7 @@ def test_a_job_held_up_by_a_stalled_renderer_is_not_taken_for_lost_and_runs_once
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
     assert {(s["state"], s["attempts"]) for s in seen} == {("running", 1)}
-    assert len({s["progress"] for s in seen}) == 1  # nothing rendered while the Renderer was paused
+    assert len({s["progress"] for s in seen[4:]}) == 1  # after the first 2 s: nothing rendered while paused
     while (s := state())["state"] not in ("done", "failed"):
         assert time.time() < deadline + 60
         time.sleep(0.2)
