@@ -16,9 +16,10 @@ import time
 from typing import Any
 
 from fet.audio.features import AudioEncoder
-from fet.config import from_dict, to_dict
+from fet.config import ConfigError, from_dict, to_dict
 from fet.data import shards
 from fet.data.preprocess import PreprocessConfig, add_audio_features, make_processor, pending, shard_kind
+from fet.data.preprocess.settings import check_settings
 from fet.data.shard_preview import write_previews
 from fet.data.sources import SourceError, item_from_dict, item_to_dict
 from fet.storage import StorageError
@@ -79,10 +80,10 @@ def _run(cfg: PreprocessConfig) -> dict[str, Any]:
     r = cfg.ray
     stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "write_seconds": 0.0}
     t0 = time.perf_counter()
+    check_settings(cfg)
     cfg_dict = to_dict(cfg)
-    for source in cfg.sources:
+    for source, todo, total in pending(cfg):
         kind = shard_kind(source)
-        todo, total = pending(cfg, source)
         stats["skipped"] += total - len(todo)
         print(f"{source.kind}: {total} inputs, {len(todo)} to process, {total - len(todo)} already done", flush=True)
         if not todo:
@@ -123,6 +124,10 @@ def _run(cfg: PreprocessConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.preprocess", __doc__.splitlines()[0], argv)
     cfg = load_job_config(PreprocessConfig, args)
+    try:
+        check_settings(cfg)  # before Ray starts: a folder made with other settings is refused at once
+    except (ConfigError, StorageError) as e:
+        fail(e)
     init_ray(args.address)
     try:
         stats = run(cfg)

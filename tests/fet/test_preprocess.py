@@ -19,6 +19,7 @@ from fet.data.synthtalk.__main__ import generate
 from fet.landmarks.detector import FaceLandmarks
 from fet.media.mp4 import write_mp4
 from fet.media.video import VideoReader, segment_starts
+from tests.conftest import media
 
 
 def _touch(path, data: bytes = b"x") -> None:
@@ -132,3 +133,46 @@ def test_job_entry_point_reports_config_errors_without_a_traceback():
     out = subprocess.run([sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/data/synthtalk.yaml",
                           "sources.0.kind=lrs3"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "unknown data set 'lrs3'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_shard_folder_refuses_a_run_with_other_row_settings_and_takes_more_inputs(tmp_path):
+    """A run into a folder made with another crop size is refused, naming the difference, instead of
+    skipping what the folder holds and adding rows made the new way. More inputs, another shard size or
+    other Ray resources make the same rows, so the folder takes those."""
+    import subprocess
+    import sys
+
+    from fet.config import ConfigError
+
+    generate(tmp_path / "st", images=6, clips=0, size=32, seconds=1.0, workers=1, progress=False)
+    out = tmp_path / "shards"
+
+    def config(*overrides: str, limit: int | None = None) -> PreprocessConfig:
+        cfg = load_config(PreprocessConfig, None, [f"out={out}", "size=32", *overrides])
+        cfg.sources = [SourceConfig(kind="synthtalk_images", root=str(tmp_path / "st" / "images"), limit=limit)]
+        return cfg
+
+    assert run_serial(config(limit=4), progress=False)["rows"] == 4
+    for change, diff in (("size=48", "size 32 → 48"), ("crop_scale=2.0", "crop_scale"), ("audio.n_mels=40",
+                         "audio.n_mels None → 40")):  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"holds shards made with other settings \(.*{diff}"):
+            run_serial(config(change), progress=False)
+    stats = run_serial(config("rows_per_shard=2", "ray.num_workers=3"), progress=False)  # all 6 inputs now
+    assert (stats["processed"], stats["skipped"], stats["rows"]) == (2, 4, 2)
+    job = subprocess.run([sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/data/synthtalk.yaml",
+                          f"out={out}", "size=64"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert job.returncode == 2 and "size 32 → 64" in job.stderr and "Traceback" not in job.stderr
+    assert "Started a local Ray instance" not in job.stderr  # refused before Ray starts
+
+
+def test_two_inputs_with_one_id_are_refused_before_any_work(tmp_path):
+    """The shards know an input by its kind and id: of two videos named alike in two folders of one data
+    set, the second would pass for done (or both be stored under one clip id)."""
+    data = media("video/retalking_5.mp4").read_bytes()
+    for day in ("day1", "day2"):
+        _touch(tmp_path / "talks" / day / "Alice_000.mp4", data)
+    cfg = load_config(PreprocessConfig, None, [f"out={tmp_path / 'shards'}"])
+    cfg.sources = [SourceConfig(kind="hdtf", root=str(tmp_path / "talks"))]
+    with pytest.raises(SourceError, match=r"day1/Alice_000.mp4 and .*day2/Alice_000.mp4: two hdtf inputs with the id"):
+        run_serial(cfg, progress=False)
+    assert not (tmp_path / "shards" / "clips").exists()

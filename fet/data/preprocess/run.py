@@ -16,8 +16,9 @@ from fet.data import shards
 from fet.data.preprocess.clips import ClipPreprocessor
 from fet.data.preprocess.config import PreprocessConfig
 from fet.data.preprocess.images import ImagePreprocessor
+from fet.data.preprocess.settings import check_settings
 from fet.data.shard_preview import write_previews
-from fet.data.sources import ClipItem, ImageItem, SourceConfig, list_items
+from fet.data.sources import ClipItem, ImageItem, SourceConfig, SourceError, list_items
 
 Work = tuple[ClipItem | ImageItem, set[str]]  # an input and the segment ids of it already published
 
@@ -26,9 +27,26 @@ def shard_kind(source: SourceConfig) -> str:
     return "clips" if source.is_clips else "images"
 
 
-def pending(cfg: PreprocessConfig, source: SourceConfig) -> tuple[list[Work], int]:
-    """(inputs of ``source`` not yet complete in ``cfg.out`` with what of them is done, inputs in total)."""
-    items = list_items(source)
+def pending(cfg: PreprocessConfig) -> list[tuple[SourceConfig, list[Work], int]]:
+    """For each source: (the source, its inputs not yet complete in ``cfg.out`` with what of them is done,
+    its inputs in total). Every source is listed first, and two inputs of one kind with the same id are
+    refused: the shards know an input by its kind and id, so the second would pass for done, or both
+    would be stored under one clip id."""
+    listed = [(source, list_items(source)) for source in cfg.sources]
+    where: dict[str, str] = {}
+    for _, items in listed:
+        for item in items:
+            key, path = shards.item_key(item.source, item.item_id), getattr(item, "video", None) or item.image
+            if key in where:
+                raise SourceError(
+                    f"{where[key]} and {path}: two {item.source} inputs with the id {item.item_id!r}; the shards "
+                    "know an input by its id, so rename one (or keep the two data sets in separate runs and outs)"
+                )
+            where[key] = path
+    return [(source, *_pending(cfg, source, items)) for source, items in listed]
+
+
+def _pending(cfg: PreprocessConfig, source: SourceConfig, items: list) -> tuple[list[Work], int]:
     progress = shards.scan_progress(cfg.out, shard_kind(source))
     todo = []
     for item in items:
@@ -46,9 +64,9 @@ def run_serial(cfg: PreprocessConfig, progress: bool = True) -> dict[str, Any]:
     """Process every pending input of every source in this process; returns counts and stage timings."""
     stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "timings": Counter()}
     t0 = time.perf_counter()
-    for source in cfg.sources:
+    check_settings(cfg)
+    for source, todo, total in pending(cfg):
         kind = shard_kind(source)
-        todo, total = pending(cfg, source)
         stats["skipped"] += total - len(todo)
         if not todo:
             continue
