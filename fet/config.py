@@ -178,6 +178,14 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts → one level with dotted keys: ``{"optim": {"lr": 1e-4}}`` → ``{"optim.lr": 1e-4}``
+    (values kept as they are; an empty dict stays a value)."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, sub in value.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from a local path or ``s3://`` URI."""
     from fet.storage import read_text

@@ -23,6 +23,7 @@ from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
 from ray_jobs.common import fail, init_ray, load_job_config, parse_args
+from ray_jobs.run_settings import check_run_settings
 from ray_jobs.shard_reader import read_split
 
 COMPLETE = "fet_complete.json"
@@ -83,8 +84,11 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
     if storage.exists(done):
         result = json.loads(storage.read_text(done))
         print(f"[{job.name}] already complete ({result['steps']} steps); not training again. Result: {done}")
+        for diff in check_run_settings(job, finished=True):
+            print(f"[{job.name}]   it was trained with {diff.replace(' → ', ', not ')} as this submission asks")
         return result | {"already_complete": True}
     task = task or check(job)
+    check_run_settings(job, finished=False)  # refuses to resume it with other settings
     run_id = tracking.start_run(job.mlflow.tracking_uri, job.mlflow.experiment, job.name, to_dict(job),
                                 {"fet.stage": job.stage})  # fmt: skip
     print(f"[{job.name}] MLflow run {run_id} at {job.mlflow.tracking_uri}")
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
         job.stage = stage
     try:
         task = check(resolve(job))
+        check_run_settings(job, finished=storage.exists(marker(job)))  # before Ray starts
     except (ConfigError, ShardError, ValueError, OSError) as e:
         fail(e)
     init_ray(args.address)

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from fet import storage
-from fet.config import ConfigError, to_dict
+from fet.config import ConfigError, flatten, to_dict
 from fet.data import shards
 from fet.data.preprocess.config import PreprocessConfig
 
@@ -24,13 +24,7 @@ FREE = ("sources", "out", "rows_per_shard", "ray")  # may differ from run to run
 
 def row_settings(cfg: PreprocessConfig) -> dict[str, Any]:
     """Every setting that shapes a row, flattened: ``{"size": 64, "audio.kind": "mel", ...}``."""
-
-    def flat(value: Any, prefix: str) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return {k: v for key, sub in value.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
-        return {prefix.rstrip("."): value}
-
-    return flat({k: v for k, v in to_dict(cfg).items() if k not in FREE}, "")
+    return flatten({k: v for k, v in to_dict(cfg).items() if k not in FREE})
 
 
 def check_settings(cfg: PreprocessConfig) -> None:

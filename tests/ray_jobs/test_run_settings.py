@@ -1,0 +1,61 @@
+"""Submitting a run name again never resumes it with other settings (no Ray needed: the check runs in the
+driver before Ray starts)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fet import storage
+from fet.config import ConfigError, load_config
+from fet.training.job_config import TrainJobConfig
+from ray_jobs.run_settings import check_run_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def job(tmp: Path, *overrides: str) -> TrainJobConfig:
+    return load_config(TrainJobConfig, REPO / "configs/train/ray/stage1_tiny.yaml",
+                       [f"storage_path={tmp / 'ray'}", "name=faces", *overrides])  # fmt: skip
+
+
+def checkpoint(tmp: Path) -> None:
+    """A checkpoint of the run as Ray Train keeps it: a folder of files under ``storage_path/name``."""
+    folder = tmp / "ray" / "faces" / "checkpoint_2026-12-06_00-00-00.000000"
+    folder.mkdir()
+    (folder / "state.json").write_text('{"step": 100}')
+
+
+def test_an_unfinished_run_is_resumed_only_with_the_settings_it_was_started_with(tmp_path):
+    assert check_run_settings(job(tmp_path, "optim.lr=1e-3"), finished=False) == []  # the first submission
+    # nothing trained yet (no checkpoint): a corrected submission takes its place
+    assert check_run_settings(job(tmp_path, "optim.lr=2e-3"), finished=False) == []
+    checkpoint(tmp_path)
+    with pytest.raises(
+        ConfigError,
+        match=r"run 'faces' .* was started with other settings: batch_size 8 → 16, "
+        r"deepspeed_config.train_batch_size 16 → 32, deepspeed_config.train_micro_batch_size_per_gpu 8 → 16, "
+        r"optim.lr 0.002 → 0.003\. ",
+    ):
+        check_run_settings(job(tmp_path, "optim.lr=3e-3", "batch_size=16"), finished=False)
+    with pytest.raises(ConfigError, match=r"deepspeed_config.zero_optimization.stage 2 → 3"):
+        check_run_settings(job(tmp_path, "optim.lr=2e-3", "deepspeed=configs/train/deepspeed/zero3.json"), False)
+    free = ("out=elsewhere", "mlflow.log_every=1", "checkpoint.keep=5", "scaling.cpus_per_worker=1", "data.cache=false",
+            f"data.shards={tmp_path / 'moved' / 'shards'}")  # fmt: skip
+    assert check_run_settings(job(tmp_path, "optim.lr=2e-3", *free), finished=False) == []
+    # a finished run is not trained again whatever it is given: the differences are only reported
+    assert check_run_settings(job(tmp_path, "optim.lr=3e-3"), finished=True) == ["optim.lr 0.002 → 0.003"]
+    assert storage.read_text(tmp_path / "ray" / "faces" / "fet_settings.json").count('"optim.lr": 0.002') == 1
+
+
+def test_the_training_job_refuses_it_before_ray_starts(tmp_path, synthtalk_shards):
+    base = [sys.executable, "-m", "ray_jobs.train_stage1", "--config", "configs/train/ray/stage1_tiny.yaml",
+            f"storage_path={tmp_path / 'ray'}", "name=faces", f"data.shards={synthtalk_shards}"]  # fmt: skip
+    check_run_settings(job(tmp_path, f"data.shards={synthtalk_shards}"), finished=False)
+    checkpoint(tmp_path)
+    out = subprocess.run([*base, "steps=400"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 2 and "was started with other settings: steps 600 → 400" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
