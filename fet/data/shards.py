@@ -65,7 +65,8 @@ def _kind_dir(out: str, kind: str) -> str:
     return storage.join(out, kind)
 
 
-def _sidecars(out: str, kind: str) -> list[str]:
+def sidecar_files(out: str, kind: str) -> list[str]:
+    """The published shards of one kind, by their sidecars (a listing, nothing read)."""
     folder = _kind_dir(out, kind)
     if not storage.is_s3(folder) and not storage.exists(folder):
         return []
@@ -126,7 +127,7 @@ def write_shard(out: str, kind: str, rows: list[dict[str, Any]]) -> dict[str, An
 
 
 def read_sidecars(out: str, kind: str) -> list[dict[str, Any]]:
-    return [json.loads(storage.read_text(f)) for f in _sidecars(out, kind)]
+    return [json.loads(storage.read_text(f)) for f in sidecar_files(out, kind)]
 
 
 @dataclass

@@ -163,6 +163,12 @@ def test_a_shard_folder_refuses_a_run_with_other_row_settings_and_takes_more_inp
                           f"out={out}", "size=64"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert job.returncode == 2 and "size 32 → 64" in job.stderr and "Traceback" not in job.stderr
     assert "Started a local Ray instance" not in job.stderr  # refused before Ray starts
+    out = tmp_path / "fresh"  # a run that stopped before its first shard does not bind the folder
+    lost = config()
+    lost.sources[0].root = str(tmp_path / "no such folder")
+    with pytest.raises(SourceError):
+        run_serial(lost, progress=False)
+    assert run_serial(config("size=48"), progress=False)["rows"] == 6
 
 
 def test_two_inputs_with_one_id_are_refused_before_any_work(tmp_path):

@@ -38,7 +38,7 @@ def check_settings(cfg: PreprocessConfig) -> None:
     changed = sorted(k for k in made.keys() | wanted.keys() if made.get(k) != wanted.get(k))
     if not changed:
         return
-    if not any(shards.read_sidecars(cfg.out, kind) for kind in shards.KINDS):  # a run that stopped before any shard
+    if not any(shards.sidecar_files(cfg.out, kind) for kind in shards.KINDS):  # a run that stopped before any shard
         storage.write_text(uri, text)
         return
     diffs = ", ".join(f"{k} {made.get(k)!r} → {wanted.get(k)!r}" for k in changed)
