@@ -61,8 +61,9 @@ def s3_server(tmp_path_factory):
     identity = {"name": "test", "credentials": [{"accessKey": "test", "secretKey": "test"}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
     (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    # -logtostderr: its log goes to weed.log below, not to files in the system temp folder
     cmd = [
-        weed, "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        weed, "-logtostderr", "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
         "-s3", f"-s3.port={ports['s3']}", f"-s3.config={root / 's3.json'}", "-master.volumeSizeLimitMB=64",
         "-volume.max=200",  # every bucket is a collection that grows its own volumes; the default runs out
