@@ -448,14 +448,19 @@ class Ingress:
         Of the polls that find it silent at once, on one replica or several, the one that claims the next
         run starts it; the others answer with the job as that run starts (``job`` is updated in place)."""
         attempt = job.get("attempts", 1) + 1
-        speech = await asyncio.to_thread(self.store.speech, job["id"])
-        if speech is None or attempt > self.options.job_restarts + 1:
-            job.update(state="failed", error=f"the replica running this job stopped (run {attempt - 1} time(s)); "
-                                             "submit it again")  # fmt: skip
+        failed = {"state": "failed", "error": f"the replica running this job stopped (run {attempt - 1} time(s)); "
+                                              "submit it again"}  # fmt: skip
+        if attempt > self.options.job_restarts + 1:
+            job.update(failed)
             await asyncio.to_thread(self.store.save_job, job)
             return
         job.update(state="queued", progress=0.0, attempts=attempt)  # as the run that claims it starts
         if not await asyncio.to_thread(self.store.claim_run, job["id"], attempt):
+            return  # another poll runs it; only the one that does reads the speech
+        speech = await asyncio.to_thread(self.store.speech, job["id"])
+        if speech is None:
+            job.update(failed)
+            await asyncio.to_thread(self.store.save_job, job)
             return
         logger.warning("job %s: its replica stopped; running it again here", job["id"])
         await asyncio.to_thread(self.store.save_job, job)
