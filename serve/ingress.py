@@ -39,7 +39,7 @@ from fet.images import ImageError, encode_png
 from fet.landmarks.detector import NoFaceError
 from fet.media.mp4 import encode_mp4
 from serve.options import AppOptions
-from serve.store import StateStore
+from serve.store import StateStore, SupersededError
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
 FileField = Annotated[UploadFile | None, File()]  # multipart file fields
@@ -345,29 +345,48 @@ class Ingress:
         return await asyncio.to_thread(encode_mp4, np.stack(frames), speech, SAMPLE_RATE, 25)
 
     async def _run_job(self, job: dict, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> None:
-        changed, finished = asyncio.Event(), asyncio.Event()
+        changed, finished, taken_over = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         def progress(done: float) -> None:
             job.update(state="running", progress=done)
             changed.set()
 
-        writer = asyncio.create_task(self._keep_saved(job, changed, finished))
+        work = asyncio.create_task(self._generate(ref_id, speech, edits, progress))
+        writer = asyncio.create_task(self._keep_saved(job, changed, finished, taken_over, work))
         try:
-            data = await self._generate(ref_id, speech, edits, progress)
+            data = await work
+            if await asyncio.to_thread(self.store.superseded, job):
+                raise SupersededError(job["id"])
             await asyncio.to_thread(self.store.put_result, job["id"], data)
             job.update(state="done", progress=1.0)
+        except asyncio.CancelledError:
+            if not taken_over.is_set():  # this replica stops: the job runs again elsewhere
+                raise
+        except SupersededError:
+            taken_over.set()
         except Exception as e:  # reported in the job, never lost
             job.update(state="failed", error=_message(e))
         finally:
+            work.cancel()
             finished.set()
             changed.set()
             await writer  # its last write lands before the final one, never after it
-        await asyncio.to_thread(self.store.save_job, job)
+        if not taken_over.is_set():
+            try:
+                await asyncio.to_thread(self.store.save_job, job)
+                return
+            except SupersededError:
+                pass
+        logger.warning("job %s: run %d was taken for lost and run again elsewhere; this run stops", job["id"],
+                       job.get("attempts", 1))  # fmt: skip
 
-    async def _keep_saved(self, job: dict, changed: asyncio.Event, finished: asyncio.Event) -> None:
+    async def _keep_saved(self, job: dict, changed: asyncio.Event, finished: asyncio.Event, taken_over: asyncio.Event,
+                          work: asyncio.Task) -> None:  # fmt: skip
         """The one writer of a running job's state: after each change of progress, and every quarter of
         ``job_stale_seconds`` without one, however long a step waits (a queue in front of the Renderer, a
-        long motion call, replicas still starting). So a job falls silent only when its replica is gone."""
+        long motion call, replicas still starting). So a job falls silent only when its replica is gone, or
+        cut off from storage; if it comes back after another replica has run the job again, its writes are
+        refused (``SupersededError``) and its work stops."""
         while not finished.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), self.options.job_stale_seconds / 4)
@@ -376,6 +395,10 @@ class Ingress:
                 return
             try:
                 await asyncio.to_thread(self.store.save_job, job)
+            except SupersededError:
+                taken_over.set()
+                work.cancel()
+                return
             except Exception as e:  # the next beat tries again
                 logger.warning("job %s: saving its state failed: %s", job["id"], _message(e))
 
@@ -447,16 +470,21 @@ class Ingress:
         its stored speech, up to ``job_restarts`` times; past that, or with no speech stored, it failed.
         Of the polls that find it silent at once, on one replica or several, the one that claims the next
         run starts it; the others answer with the job as that run starts (``job`` is updated in place)."""
-        attempt = job.get("attempts", 1) + 1
-        failed = {"state": "failed", "error": f"the replica running this job stopped (run {attempt - 1} time(s)); "
-                                              "submit it again"}  # fmt: skip
-        if attempt > self.options.job_restarts + 1:
-            job.update(failed)
-            await asyncio.to_thread(self.store.save_job, job)
-            return
-        job.update(state="queued", progress=0.0, attempts=attempt)  # as the run that claims it starts
-        if not await asyncio.to_thread(self.store.claim_run, job["id"], attempt):
-            return  # another poll runs it; only the one that does reads the speech
+        while True:
+            attempt = job.get("attempts", 1) + 1
+            failed = {"state": "failed", "error": f"the replica running this job stopped (run {attempt - 1} time(s)); "
+                                                  "submit it again"}  # fmt: skip
+            if attempt > self.options.job_restarts + 1:
+                job.update(failed)
+                await asyncio.to_thread(self.store.save_job, job)
+                return
+            job.update(state="queued", progress=0.0, attempts=attempt)  # as the run that claims it starts
+            if await asyncio.to_thread(self.store.claim_run, job["id"], attempt):
+                break
+            claimed = await asyncio.to_thread(self.store.claimed, job["id"], attempt)
+            if claimed is None or time.time() - claimed <= self.options.job_stale_seconds:
+                return  # another poll runs it; only the one that does reads the speech
+            # claimed long ago, yet the state is still the run before's: its claimer stopped before it wrote
         speech = await asyncio.to_thread(self.store.speech, job["id"])
         if speech is None:
             job.update(failed)

@@ -26,6 +26,10 @@ import numpy as np
 from fet import storage
 
 
+class SupersededError(RuntimeError):
+    """A run of a job that another replica has run again since (``StateStore.claim_run``)."""
+
+
 class StateStore:
     """``touch_every``: how often at most ``use_reference`` marks a reference used in storage; between
     marks it only checks that the reference is there."""
@@ -92,8 +96,18 @@ class StateStore:
         return state
 
     def save_job(self, state: dict[str, Any]) -> None:
+        """Write the job's state, unless a later run of it has been claimed (``SupersededError``): the replica
+        of an earlier run that comes back after it was taken for lost never writes over the later run's
+        state. (The check and the write are two requests: a write that races the claim lands at most
+        once, and the later run's next write, a quarter of ``job_stale_seconds`` on, puts its state back.)"""
+        if self.superseded(state):
+            raise SupersededError(f"job {state['id']}: run {state.get('attempts', 1)} was taken over by a later run")
         state["updated"] = time.time()
         storage.write_text(self._job(state["id"], "state.json"), json.dumps(state))
+
+    def superseded(self, state: dict[str, Any]) -> bool:
+        """Whether another replica has claimed a later run of the job than the one ``state`` describes."""
+        return storage.exists(self._job(state["id"], f"run-{state.get('attempts', 1) + 1}"))
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         uri = self._job(job_id, "state.json")
@@ -103,6 +117,14 @@ class StateStore:
         """Whether this caller, of all replicas, runs the job's ``attempt``-th run (a marker file created
         only where none is)."""
         return storage.create_new(self._job(job_id, f"run-{attempt}"))
+
+    def claimed(self, job_id: str, attempt: int) -> float | None:
+        """When the job's ``attempt``-th run was claimed (POSIX seconds), or None when it was not."""
+        uri = self._job(job_id, f"run-{attempt}")
+        try:
+            return storage.modified_times(self._job(job_id, "")).get(uri)
+        except storage.StorageError:  # the job is gone
+            return None
 
     def put_speech(self, job_id: str, speech: np.ndarray) -> None:
         buf = io.BytesIO()

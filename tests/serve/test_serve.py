@@ -240,6 +240,28 @@ def test_a_job_whose_replica_died_is_reported_failed(server):
     assert res.status_code == 409 and "failed" in res.json()["detail"]
 
 
+def test_a_job_whose_next_run_was_claimed_by_a_replica_that_stopped_at_once_runs_again(server, face):
+    """A replica found the job silent and claimed its second run, then stopped before it wrote the job's
+    state: the state still shows run 1, silent, and run 2's claim is older than ``job_stale_seconds``. The
+    next poll runs it a third time instead of waiting for run 2 for ever."""
+    from serve.store import StateStore
+
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+    store = StateStore(str(STATE))
+    job = store.new_job({"reference_id": ref, "edits": {}, "audio_seconds": 2.0, "attempts": 1})
+    store.put_speech(job["id"], speech(2.0))
+    assert store.claim_run(job["id"], 2)
+    os.utime(STATE / "jobs" / job["id"] / "run-2", (time.time() - 600,) * 2)
+    state = STATE / "jobs" / job["id"] / "state.json"  # run 1: running, silent for 10 min
+    state.write_text(json.dumps(job | {"state": "running", "progress": 0.4, "updated": time.time() - 600}))
+    deadline = time.time() + 120
+    while (s := requests.get(f"{server}/v1/jobs/{job['id']}", headers={"X-API-Key": KEY}, timeout=30).json())[
+            "state"] not in ("done", "failed"):  # fmt: skip
+        assert time.time() < deadline, s
+        time.sleep(0.2)
+    assert s["state"] == "done" and s["attempts"] == 3, s
+
+
 def test_a_job_whose_ingress_was_killed_runs_again_and_finishes(server, face):
     """The ingress replica running a job is killed (a real kill) while the video renders. Once the job has
     been silent for ``job_stale_seconds`` (8 s here), the next poll runs it again from its stored
@@ -343,6 +365,43 @@ def test_a_job_held_up_by_a_stalled_renderer_is_not_taken_for_lost_and_runs_once
         assert time.time() < deadline + 60
         time.sleep(0.2)
     assert s["state"] == "done" and s["attempts"] == 1, s
+
+
+def test_a_run_taken_for_lost_and_run_again_elsewhere_stops_and_never_writes_over_the_later_run(server, face):
+    """While run 1 of a job renders, another replica claims run 2 (as one does when run 1 has been silent
+    for ``job_stale_seconds``: its replica was cut off from storage, and now it is back). Run 1 must stop
+    and leave the job's state to run 2: no poll sees run 1 again. Here the other replica claims run 2 and
+    writes its state through the store, then stops itself; so the job falls silent once more, and a poll
+    runs it a third time, here, to the whole video."""
+    from serve.store import StateStore
+
+    store = StateStore(str(STATE))
+    ref = post(server, "/v1/references", files={"image": ("me.png", face)}).json()["reference_id"]
+    job = post(server, "/v1/jobs", files={"audio": ("s.wav", wav_bytes(speech(4.8)))}, data={"reference_id": ref})
+    assert job.status_code == 202, job.text
+    job_id = job.json()["id"]
+
+    def state() -> dict:
+        return requests.get(f"{server}/v1/jobs/{job_id}", headers={"X-API-Key": KEY}, timeout=30).json()
+
+    deadline = time.time() + 120
+    while (s := state())["progress"] == 0:  # run 1 renders: its first frames are done
+        assert time.time() < deadline
+        time.sleep(0.02)
+    assert s["state"] == "running" and s["progress"] < 1 and s["attempts"] == 1, s
+    assert store.claim_run(job_id, 2)
+    time.sleep(0.5)  # a write of run 1 already on its way when the claim landed
+    store.save_job(store.job(job_id) | {"state": "queued", "progress": 0.0, "attempts": 2})
+    seen = []
+    while (s := state())["state"] not in ("done", "failed"):
+        seen.append(s["attempts"])
+        assert time.time() < deadline + 120
+        time.sleep(0.2)
+    assert seen and min(seen) >= 2 and seen == sorted(seen), seen  # never run 1's state again
+    assert s["state"] == "done" and s["attempts"] == 3, s
+    with av.open(io.BytesIO(requests.get(f"{server}/v1/jobs/{job_id}/result", headers={"X-API-Key": KEY},
+                                         timeout=30).content)) as c:  # fmt: skip
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
 
 
 def test_a_replica_killed_while_it_renders_is_replaced_and_no_video_is_lost(server, face):

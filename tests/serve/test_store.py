@@ -69,3 +69,19 @@ def test_of_replicas_racing_to_run_a_silent_job_again_exactly_one_claims_each_ru
     time.sleep(3.2)  # S3 keeps whole seconds
     assert store.expire_jobs(2.0) == [job["id"]]
     assert storage.list_files(storage.join(root, "jobs")) == []
+
+
+def test_a_run_taken_over_by_a_later_one_can_no_longer_write_the_jobs_state(root):
+    """The replica of run 1 comes back after run 2 was claimed: its write is refused and the state stays
+    run 2's, on disk and on S3."""
+    from serve.store import SupersededError
+
+    store = StateStore(root)
+    first = store.new_job({"reference_id": "r", "attempts": 1})
+    assert not store.superseded(first)
+    assert store.claim_run(first["id"], 2)
+    second = dict(first, attempts=2, state="queued")
+    store.save_job(second)
+    with pytest.raises(SupersededError, match="run 1 was taken over"):
+        store.save_job(dict(first, state="running", progress=0.5))
+    assert store.job(first["id"])["attempts"] == 2 and store.superseded(first) and not store.superseded(second)
