@@ -49,7 +49,7 @@ def generate_main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=None, help="frames per denoiser batch")
     parser.add_argument("--pose-style", type=int, default=None)
     parser.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("-o", "--out", required=True, help="output mp4 (path or s3:// URI)")
+    parser.add_argument("-o", "--out", required=True, help="output .mp4 (path or s3:// URI)")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -85,15 +85,16 @@ def edit_main(argv: list[str]) -> None:
     source.add_argument("--model", help="stage-1/2 output directory (the image is used as an aligned crop)")
     parser.add_argument("--image", required=True)
     _edit_args(parser)
-    parser.add_argument("-o", "--out", required=True, help="output PNG")
+    parser.add_argument("-o", "--out", required=True, help="output image: .png, .jpg or .webp (path or s3:// URI)")
     args = parser.parse_args(argv)
 
     from PIL import Image
 
     from fet import storage
-    from fet.images import save_image
+    from fet.images import image_format, save_image
 
-    storage.check_writable(args.out)  # before the inversion, which can take minutes
+    storage.check_writable(args.out)  # the destination, before the inversion, which can take minutes
+    image_format(args.out)
 
     if args.bundle:
         from fet.pipeline import FaceEditTalkerPipeline

@@ -97,6 +97,22 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+
+
+def image_format(uri: str) -> str:
+    """The format a saved image takes from its name's suffix; a ``ValueError`` naming the path otherwise."""
+    suffix = Path(uri.rsplit("/", 1)[-1]).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"{uri}: expected a name ending in {', '.join(IMAGE_FORMATS)} (the image's format)")
+    return IMAGE_FORMATS[suffix]
+
+
 def save_image(img: Image.Image, uri: str) -> None:
-    """Write a PNG to a local path or ``s3://`` URI (atomically)."""
-    storage.write_bytes(uri, encode_png(img))
+    """Write to a local path or ``s3://`` URI (atomically), as PNG, JPEG (quality 95) or lossless WebP by
+    the name's suffix."""
+    fmt = image_format(uri)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+    storage.write_bytes(uri, buf.getvalue())

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fet import storage
 from fet.audio.load import SAMPLE_RATE, check_speech, load_audio, num_frames
 from fet.bundle import Bundle, load_bundle
 from fet.config import ConfigError, from_dict
@@ -36,7 +35,7 @@ from fet.landmarks.detector import FaceLandmarkDetector, FaceLandmarks, NoFaceEr
 from fet.landmarks.face_mesh import NUM_LANDMARKS
 from fet.landmarks.head_mesh import animate, head_mesh
 from fet.landmarks.landmark_map import landmark_maps
-from fet.media.mp4 import Mp4Writer
+from fet.media.mp4 import Mp4Writer, check_destination
 
 ImageInput = Image.Image | bytes | str | os.PathLike | np.ndarray
 AudioInput = bytes | str | os.PathLike | np.ndarray
@@ -261,7 +260,7 @@ class FaceEditTalkerPipeline:
         (H.264 + AAC at ``fps``) that appears only when complete; without it frames are returned."""
         parsed = self.parse(edits, text)  # validate edits and the destination before any expensive work
         if output is not None:
-            storage.check_writable(output)
+            check_destination(output)
         for name, value in (("steps", steps), ("batch_size", batch_size)):
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value}: expected 1 or more (None: the pipeline's setting)")

@@ -18,6 +18,18 @@ import numpy as np
 
 from fet import storage
 
+MP4_SUFFIXES = (".mp4", ".m4v")
+
+
+def check_destination(uri: str | os.PathLike) -> None:
+    """Refuse, before any work, a destination the video cannot go to: a name that says another container
+    (the file is always an mp4, and players and browsers go by the name) or a place it cannot be written."""
+    uri = str(uri)
+    storage.check_writable(uri)  # first: a folder is named as one
+    if not uri.lower().endswith(MP4_SUFFIXES):
+        raise ValueError(f"{uri}: expected a name ending in {' or '.join(MP4_SUFFIXES)} (the video is H.264 + AAC "
+                         "in an mp4)")  # fmt: skip
+
 
 class Mp4Writer:
     """``with Mp4Writer(uri, width, height, fps, sample_rate) as w: w.write(frames); w.set_audio(audio)``.
@@ -38,7 +50,7 @@ class Mp4Writer:
         if width % 2 or height % 2:
             raise ValueError(f"video size {width}x{height}: H.264 4:2:0 needs even width and height")
         self.uri, self.width, self.height, self.fps = str(uri), width, height, fps
-        storage.check_writable(self.uri)
+        check_destination(self.uri)
         fd, self._tmp = tempfile.mkstemp(suffix=".mp4")
         os.close(fd)
         import av  # FFmpeg loads with the first writer, not with every module that imports this one

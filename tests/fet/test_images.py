@@ -72,3 +72,19 @@ def test_an_unreadable_or_oversized_image_is_an_image_error_naming_its_source(tm
     assert "object at 0x" not in str(e.value)  # no in-memory buffer's repr in a message for people
     with pytest.raises(ImageError, match=r"<bytes>: not a readable image"):
         load_image(data)
+
+
+def test_a_saved_image_takes_the_format_its_name_says_and_an_unknown_one_is_refused(tmp_path):
+    from fet.images import save_image
+
+    img = load_image(media("image/sadtalker_happy.png"))
+    for name, fmt in (("a.png", "PNG"), ("b.JPG", "JPEG"), ("c.jpeg", "JPEG"), ("d.webp", "WEBP")):
+        save_image(img, str(tmp_path / name))
+        with Image.open(tmp_path / name) as saved:
+            assert saved.format == fmt and saved.size == img.size, name
+            if fmt != "JPEG":  # the lossless ones keep every pixel
+                np.testing.assert_array_equal(np.asarray(saved.convert("RGB")), np.asarray(img))
+    for name in ("e.gif", "no_suffix"):
+        with pytest.raises(ValueError, match=f"{name}: expected a name ending in .png, .jpg, .jpeg, .webp"):
+            save_image(img, str(tmp_path / name))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.JPG", "c.jpeg", "d.webp"]

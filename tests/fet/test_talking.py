@@ -419,6 +419,7 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
         ("--edit", "Wings=1"): "edit 'Wings=1': unknown attribute 'Wings'; expected one of the 40 CelebA names",
         ("--device", "gpu0"): "argument --device: device 'gpu0': not a device name; expected cpu, cuda or cuda:N",
         ("-o", str(tmp_path)): "is a folder; expected a file's path",
+        ("-o", str(tmp_path / "talk.avi")): "talk.avi: expected a name ending in .mp4 or .m4v",
     }
     if not torch.cuda.is_available():
         refused["--device", "cuda"] = "argument --device: device 'cuda': this process sees no CUDA device"
@@ -430,6 +431,9 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # refused before the inversion, which can take minutes
         main(["edit", "--bundle", bundle, "--image", str(portrait), "-o", str(tmp_path / "e.png" / "x.png")])
     assert e.value.code == 2 and "e.png is a file, not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["edit", "--bundle", bundle, "--image", str(portrait), "-o", str(tmp_path / "e.gif")])
+    assert e.value.code == 2 and "e.gif: expected a name ending in .png, .jpg" in capsys.readouterr().err
     assert not (tmp_path / "bad.mp4").exists()
 
 
