@@ -20,6 +20,10 @@ class StorageError(OSError):
     """A path or URI that cannot be read or written."""
 
 
+class NotFoundError(StorageError):
+    """A file or object that is not there (as opposed to storage that cannot be reached or refuses)."""
+
+
 def is_s3(uri: str | os.PathLike) -> bool:
     return str(uri).startswith("s3://")
 
@@ -60,9 +64,12 @@ def s3_client():
 
 def _s3_error(uri: str, e: Exception) -> StorageError:
     code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
-    if code in ("404", "NoSuchKey", "NotFound"):
-        return StorageError(f"{uri}: no such object")
+    if code in _MISSING:
+        return NotFoundError(f"{uri}: no such object")
     return StorageError(f"{uri}: {e}")
+
+
+_MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:
@@ -76,7 +83,9 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
     try:
         return Path(uri).read_bytes()
     except FileNotFoundError as e:
-        raise StorageError(f"{uri}: no such file") from e
+        raise NotFoundError(f"{uri}: no such file") from e
+    except OSError as e:
+        raise StorageError(f"{uri}: cannot read it ({e.strerror or e})") from e
 
 
 def read_text(uri: str | os.PathLike) -> str:
@@ -159,14 +168,18 @@ def create_new(uri: str | os.PathLike, data: bytes = b"") -> bool:
 
 
 def exists(uri: str | os.PathLike) -> bool:
+    """Whether the file or object is there. Storage that cannot say (S3 unreachable, credentials refused)
+    is a ``StorageError``, never taken for "not there"."""
     uri = str(uri)
     if is_s3(uri):
         bucket, key = split_s3(uri)
         try:
             s3_client().head_object(Bucket=bucket, Key=key)
             return True
-        except Exception:
-            return False
+        except Exception as e:
+            if isinstance(error := _s3_error(uri, e), NotFoundError):
+                return False
+            raise error from e
     return Path(uri).exists()
 
 
@@ -205,7 +218,7 @@ def modified_times(uri: str | os.PathLike) -> dict[str, float]:
         return out
     root = Path(uri)
     if not root.is_dir():
-        raise StorageError(f"{uri}: not a directory")
+        raise (StorageError if root.exists() else NotFoundError)(f"{uri}: not a directory")
     out = {}
     for p in root.rglob("*"):
         with contextlib.suppress(FileNotFoundError):  # deleted while listed
@@ -229,7 +242,7 @@ def touch(uri: str | os.PathLike) -> None:
     try:
         os.utime(uri)
     except FileNotFoundError as e:
-        raise StorageError(f"{uri}: no such file") from e
+        raise NotFoundError(f"{uri}: no such file") from e
 
 
 def upload_dir(local_dir: str | os.PathLike, uri: str) -> None:

@@ -67,5 +67,5 @@ def check_run_settings(job: TrainJobConfig, finished: bool) -> list[str]:
 def _files(run_dir: str) -> list[str]:
     try:
         return storage.list_files(run_dir)
-    except storage.StorageError:  # no such folder yet
+    except storage.NotFoundError:  # no such folder yet
         return []

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from fet import storage
 from fet.editing.interpolate import lerp, slerp
 from fet.pipeline import FaceEditTalkerPipeline, Reference
 from fet.references import inversion_fingerprint, reference_from_bytes, reference_id, reference_to_bytes
@@ -39,9 +40,13 @@ class _Models:
 
     def reference(self, ref_id: str) -> Reference:
         if ref_id not in self.cache:
-            if not self.store.has_reference(ref_id):
-                raise KeyError(f"reference_id {ref_id!r}: unknown; encode the image first (POST /v1/references)")
-            self.cache[ref_id] = reference_from_bytes(self.store.get_reference(ref_id), self.pipeline.device)
+            try:
+                data = self.store.get_reference(ref_id)
+            except storage.NotFoundError:
+                raise KeyError(
+                    f"reference_id {ref_id!r}: unknown; encode the image first (POST /v1/references)"
+                ) from None
+            self.cache[ref_id] = reference_from_bytes(data, self.pipeline.device)
             while len(self.cache) > 64:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(ref_id)

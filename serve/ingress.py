@@ -38,6 +38,7 @@ from fet.editing.attributes import AttributeLibrary
 from fet.images import ImageError, encode_png
 from fet.landmarks.detector import NoFaceError
 from fet.media.mp4 import encode_mp4
+from fet.storage import NotFoundError, StorageError
 from serve.options import AppOptions
 from serve.store import StateStore, SupersededError
 
@@ -84,6 +85,16 @@ async def _audio_error(request: Request, e: AudioError) -> JSONResponse:
 @app.exception_handler(KeyError)
 async def _unknown_id(request: Request, e: KeyError) -> JSONResponse:
     return JSONResponse({"detail": _message(e).strip("'\"")}, status_code=404)
+
+
+@app.exception_handler(StorageError)
+async def _storage_error(request: Request, e: StorageError) -> JSONResponse:
+    """Storage that cannot be reached or refuses (not a missing file: that is the caller's 404) is the
+    service's trouble, and passing: a 503 to retry, its detail in the log, not in the answer."""
+    logger.warning("%s %s: the state store failed: %s", request.method, request.url.path, _message(e))
+    return JSONResponse({"detail": "the service's store of jobs and references cannot be reached just now; retry "
+                                   "later"}, status_code=503,
+                        headers={"Retry-After": str(request.app.state.retry_after)})  # fmt: skip
 
 
 def _read_api_key(options: AppOptions) -> str | None:
@@ -159,6 +170,7 @@ class Ingress:
         self.max_alpha = self.attribute_library.max_abs_alpha
         app.state.api_key = _read_api_key(self.options)
         app.state.max_payload = int(self.options.max_payload_mb * 1024 * 1024)
+        app.state.retry_after = self.options.retry_after_seconds
         self.tasks: set[asyncio.Task] = set()
         self.swept = 0.0  # when this replica last deleted expired jobs and references
 
@@ -513,4 +525,9 @@ class Ingress:
             raise HTTPException(409, f"job {job_id} is {job['state']} ({job['progress']:.0%}); poll GET "
                                      f"/v1/jobs/{job_id}",
                                 headers={"Retry-After": str(self.options.retry_after_seconds)})  # fmt: skip
-        return Response(await asyncio.to_thread(self.store.result, job_id), media_type="video/mp4")
+        try:
+            return Response(await asyncio.to_thread(self.store.result, job_id), media_type="video/mp4")
+        except NotFoundError:  # deleted since its state was read
+            raise HTTPException(
+                404, f"job {job_id}: expired (results are kept {self.options.job_ttl_seconds} s)"
+            ) from None

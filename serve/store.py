@@ -53,7 +53,7 @@ class StateStore:
         return storage.read_bytes(self.reference_uri(ref_id))
 
     def touch_reference(self, ref_id: str) -> None:
-        """Mark the reference used now; a ``StorageError`` when it is not stored."""
+        """Mark the reference used now; a ``NotFoundError`` when it is not stored."""
         storage.touch(self.reference_uri(ref_id))
 
     def use_reference(self, ref_id: str) -> bool:
@@ -64,7 +64,7 @@ class StateStore:
             return self.has_reference(ref_id)
         try:
             self.touch_reference(ref_id)
-        except storage.StorageError:
+        except storage.NotFoundError:
             return False
         if len(self._touched) >= 100_000:
             self._touched.clear()
@@ -75,7 +75,7 @@ class StateStore:
         """Delete every reference neither written nor marked used for more than ``ttl_seconds`` → their ids."""
         try:
             times = storage.modified_times(storage.join(self.root, "refs"))
-        except storage.StorageError:  # no reference yet
+        except storage.NotFoundError:  # no reference yet
             return []
         expired = []
         for uri, modified in sorted(times.items()):
@@ -110,8 +110,11 @@ class StateStore:
         return storage.exists(self._job(state["id"], f"run-{state.get('attempts', 1) + 1}"))
 
     def job(self, job_id: str) -> dict[str, Any] | None:
-        uri = self._job(job_id, "state.json")
-        return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+        """The job's state; None when there is no such job."""
+        try:
+            return json.loads(storage.read_text(self._job(job_id, "state.json")))
+        except storage.NotFoundError:
+            return None
 
     def claim_run(self, job_id: str, attempt: int) -> bool:
         """Whether this caller, of all replicas, runs the job's ``attempt``-th run (a marker file created
@@ -123,7 +126,7 @@ class StateStore:
         uri = self._job(job_id, f"run-{attempt}")
         try:
             return storage.modified_times(self._job(job_id, "")).get(uri)
-        except storage.StorageError:  # the job is gone
+        except storage.NotFoundError:  # the job is gone
             return None
 
     def put_speech(self, job_id: str, speech: np.ndarray) -> None:
@@ -132,8 +135,11 @@ class StateStore:
         storage.write_bytes(self._job(job_id, "speech.npy"), buf.getvalue())
 
     def speech(self, job_id: str) -> np.ndarray | None:
-        uri = self._job(job_id, "speech.npy")
-        return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False) if storage.exists(uri) else None
+        """The job's stored speech; None when none is stored."""
+        try:
+            return np.load(io.BytesIO(storage.read_bytes(self._job(job_id, "speech.npy"))), allow_pickle=False)
+        except storage.NotFoundError:
+            return None
 
     def put_result(self, job_id: str, data: bytes) -> None:
         storage.write_bytes(self._job(job_id, "result.mp4"), data)
@@ -147,7 +153,7 @@ class StateStore:
         listing, however many jobs there are."""
         try:
             times = storage.modified_times(storage.join(self.root, "jobs"))
-        except storage.StorageError:  # no job yet
+        except storage.NotFoundError:  # no job yet
             return []
         by_job: dict[str, dict[str, float]] = {}
         for uri, modified in times.items():

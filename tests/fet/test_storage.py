@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 
 from fet import storage
@@ -80,3 +82,32 @@ def test_create_new_writes_only_where_nothing_is(tmp_path):
     path = tmp_path / "claims" / "run-2"
     assert storage.create_new(path, b"mine") and not storage.create_new(path, b"theirs")
     assert storage.read_bytes(path) == b"mine"  # the loser wrote nothing
+
+
+def test_storage_that_cannot_answer_is_an_error_never_taken_for_a_missing_file(s3_bucket, tmp_path, monkeypatch):
+    """A missing file or object is a ``NotFoundError`` and ``exists`` is False; an S3 endpoint that cannot
+    be reached, or a path that cannot be read, is a plain ``StorageError`` from every call, ``exists``
+    included: the caller must not read "not there" (a job unknown, a reference to encode again)."""
+    missing = storage.join(s3_bucket, "none.bin")
+    assert not storage.exists(missing)
+    for where in (missing, str(tmp_path / "none.bin")):
+        with pytest.raises(storage.NotFoundError):
+            storage.read_bytes(where)
+        with pytest.raises(storage.NotFoundError):
+            storage.touch(where)
+    with pytest.raises(storage.NotFoundError):
+        storage.modified_times(tmp_path / "no folder")
+    (tmp_path / "a folder.bin").mkdir()
+    with pytest.raises(storage.StorageError, match="a folder.bin: cannot read it") as e:
+        storage.read_bytes(tmp_path / "a folder.bin")
+    assert not isinstance(e.value, storage.NotFoundError)
+
+    with socket.socket() as s:  # a port nothing listens on: the S3 server went away
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    for call in (storage.exists, storage.read_bytes, storage.touch):
+        with pytest.raises(storage.StorageError, match="none.bin: Could not connect") as e:
+            call(missing)
+        assert not isinstance(e.value, storage.NotFoundError), call

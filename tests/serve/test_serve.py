@@ -262,6 +262,22 @@ def test_a_job_whose_next_run_was_claimed_by_a_replica_that_stopped_at_once_runs
     assert s["state"] == "done" and s["attempts"] == 3, s
 
 
+def test_a_store_that_fails_to_read_a_job_is_a_503_to_retry_not_an_unknown_job_or_a_500(server):
+    """The job's state cannot be read (here its file is a folder; on S3, the server is unreachable): the
+    answer is a 503 with Retry-After, which ``Client.wait`` polls through, and no storage detail leaks."""
+    from serve.store import StateStore
+
+    job = StateStore(str(STATE)).new_job({"reference_id": "0" * 32, "edits": {}, "audio_seconds": 3.0})
+    state = STATE / "jobs" / job["id"] / "state.json"
+    state.unlink()
+    state.mkdir()
+    r = requests.get(f"{server}/v1/jobs/{job['id']}", headers={"X-API-Key": KEY}, timeout=30)
+    assert r.status_code == 503 and r.headers["Retry-After"], (r.status_code, r.text)
+    assert "cannot be reached just now; retry" in r.json()["detail"] and str(STATE) not in r.text
+    state.rmdir()
+    state.parent.rmdir()
+
+
 def test_a_job_whose_ingress_was_killed_runs_again_and_finishes(server, face):
     """The ingress replica running a job is killed (a real kill) while the video renders. Once the job has
     been silent for ``job_stale_seconds`` (8 s here), the next poll runs it again from its stored
