@@ -12,13 +12,22 @@ Per source: list the inputs (driver) → drop those already complete in ``out`` 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
 from fet.audio.features import AudioEncoder
 from fet.config import ConfigError, from_dict, to_dict
 from fet.data import shards
-from fet.data.preprocess import PreprocessConfig, add_audio_features, make_processor, pending, shard_kind
+from fet.data.preprocess import (
+    PreprocessConfig,
+    add_audio_features,
+    add_summary,
+    make_processor,
+    pending,
+    retry_message,
+    shard_kind,
+)
 from fet.data.preprocess.settings import check_settings
 from fet.data.shard_preview import write_previews
 from fet.data.sources import SourceError, item_from_dict, item_to_dict
@@ -78,7 +87,8 @@ def _run(cfg: PreprocessConfig) -> dict[str, Any]:
     import ray
 
     r = cfg.ray
-    stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "write_seconds": 0.0}
+    stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "retry": 0, "retry_detail": "",
+                             "write_seconds": 0.0}  # fmt: skip
     t0 = time.perf_counter()
     check_settings(cfg)
     cfg_dict = to_dict(cfg)
@@ -111,8 +121,7 @@ def _run(cfg: PreprocessConfig) -> dict[str, Any]:
         ds = ds.map_batches(write_batch, batch_size=cfg.rows_per_shard, batch_format="pyarrow",
                             fn_kwargs={"out": cfg.out, "kind": kind}, num_cpus=0.1)  # fmt: skip
         for s in ds.take_all():
-            stats["rows"] += s["rows"]
-            stats["rejects"] += s["rejects"]
+            add_summary(stats, s)
             stats["write_seconds"] += s["write_seconds"]
         stats["processed"] += len(todo)
     stats["manifest"] = shards.write_manifest(cfg.out)
@@ -141,6 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{k['reject_reasons']}")  # fmt: skip
     print(f"processed {stats['processed']} inputs, skipped {stats['skipped']} already done, "
           f"{stats['wall_seconds']:.1f} s; manifest: {shards.manifest_uri(cfg.out)}")  # fmt: skip
+    if message := retry_message(stats):  # the rest is published; the job is not complete
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(1)
     return stats
 
 

@@ -37,6 +37,10 @@ KINDS = ("clips", "images")
 # per-row bookkeeping that travels with rows between pipeline stages but is not stored in the Parquet
 BOOKKEEPING = ("reject_reason", "reject_detail", "input", "item_segments")
 TIMING_PREFIX = "t_"
+# The reason of a row whose input could not be read for a cause outside it: storage that could not be
+# reached or refused (an S3 outage, expired credentials, a permission). Such a row is not a verdict on the
+# input: it is not stored and does not mark the input done, so the next run of the job tries it again.
+UNREACHABLE = "unreachable"
 CLIP_ARRAYS = ("audio", "audio_features", "landmarks", "transform", "blendshapes", "pose", "face_found")
 REJECT_FIELDS = ("source", "item_id", "clip_id", "input", "reason", "detail")
 
@@ -75,9 +79,16 @@ def sidecar_files(out: str, kind: str) -> list[str]:
 
 
 def write_shard(out: str, kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Publish one shard from pipeline rows (accepted and rejected, with bookkeeping fields) → summary."""
-    if not rows:
-        return {"shard": "", "rows": 0, "rejects": 0}
+    """Publish one shard from pipeline rows (accepted and rejected, with bookkeeping fields) → summary.
+    Rows whose input could not be read for a cause outside it (``UNREACHABLE``) are left out, so their
+    inputs stay to do; the summary counts them (``retry``) and keeps the first one's message."""
+    retry = [r for r in rows if r["reject_reason"] == UNREACHABLE]
+    rows = [r for r in rows if r["reject_reason"] != UNREACHABLE]
+    summary = _write_shard(out, kind, rows) if rows else {"shard": "", "rows": 0, "rejects": 0}
+    return summary | {"retry": len(retry), "retry_detail": retry[0]["reject_detail"] if retry else ""}
+
+
+def _write_shard(out: str, kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     ids = sorted(f"{r['source']}:{r['clip_id' if kind == 'clips' else 'image_id']}" for r in rows)
     name = "part-" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
     folder = _kind_dir(out, kind)

@@ -182,3 +182,43 @@ def test_two_inputs_with_one_id_are_refused_before_any_work(tmp_path):
     with pytest.raises(SourceError, match=r"day1/Alice_000.mp4 and .*day2/Alice_000.mp4: two hdtf inputs with the id"):
         run_serial(cfg, progress=False)
     assert not (tmp_path / "shards" / "clips").exists()
+
+
+def test_inputs_that_storage_cannot_serve_are_not_marked_done_and_the_next_run_processes_them(
+    tmp_path, s3_bucket, monkeypatch
+):
+    """The data set is on S3 and the server goes away after the inputs were listed: every input becomes
+    an ``unreachable`` row, which no shard keeps and which marks nothing done (it says nothing about the
+    input), so the next run, with the server back, processes them all."""
+    import socket
+
+    from fet import storage
+    from fet.data.preprocess import make_processor, pending, retry_message, shard_kind
+
+    generate(tmp_path / "st", images=2, clips=1, size=64, seconds=2.0, workers=1, progress=False)
+    storage.upload_dir(tmp_path / "st", f"{s3_bucket}/st")
+    cfg = load_config(PreprocessConfig, None, [f"out={tmp_path / 'shards'}", "size=64"])
+    cfg.sources = [SourceConfig(kind="synthtalk", root=f"{s3_bucket}/st/clips"),
+                   SourceConfig(kind="synthtalk_images", root=f"{s3_bucket}/st/images")]  # fmt: skip
+    todo = pending(cfg)  # listed while the server answers
+    assert [len(work) for _, work, _ in todo] == [1, 2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with monkeypatch.context() as m:
+        m.setenv("AWS_ENDPOINT_URL", dead)
+        m.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        for source, work, _ in todo:
+            rows = [r for item, skip in work for r in make_processor(cfg, shard_kind(source))(item, skip)]
+            assert {r["reject_reason"] for r in rows} == {shards.UNREACHABLE}, [r["reject_detail"] for r in rows]
+            summary = shards.write_shard(cfg.out, shard_kind(source), rows)
+            assert summary["retry"] == len(rows) and summary["rows"] == summary["rejects"] == 0
+            assert "Could not connect" in summary["retry_detail"]
+    stats = {"retry": 3, "retry_detail": summary["retry_detail"]}
+    assert retry_message(stats).startswith("3 input(s) could not be read for a cause outside them, e.g. s3://")
+    assert [len(work) for _, work, _ in pending(cfg)] == [1, 2]  # nothing marked done
+
+    stats = run_serial(cfg, progress=False)
+    assert (stats["processed"], stats["rows"], stats["rejects"], stats["retry"]) == (3, 3, 0, 0)
+    assert retry_message(stats) == ""
+    assert run_serial(cfg, progress=False)["skipped"] == 3

@@ -87,6 +87,10 @@ class ClipPreprocessor:
             reader, audio, sidecar = self._open(item)
         except Reject as r:
             return [self._reject(item, item.item_id, 1, r, timings)]
+        except storage.NotFoundError as e:  # the video, its audio or its sidecar (listed, then deleted)
+            return [self._reject(item, item.item_id, 1, Reject("missing", str(e)), timings)]
+        except storage.StorageError as e:  # not the input's fault: tried again on the next run
+            return [self._reject(item, item.item_id, 1, Reject(shards.UNREACHABLE, str(e)), timings)]
         except Exception as e:  # the job carries on; the reason says what happened
             return [self._reject(item, item.item_id, 1, Reject("error", f"{item.video}: {type(e).__name__}: {e}"),
                                  timings)]  # fmt: skip
@@ -131,8 +135,6 @@ class ClipPreprocessor:
             reader = VideoReader(item.video, name=item.video, fps=item.fps)
         except VideoError as e:
             raise Reject(e.reason, str(e)) from e
-        except storage.StorageError as e:
-            raise Reject("unreadable", str(e)) from e
         seconds = reader.info.seconds
         if seconds < f.min_seconds:
             raise Reject("too_short", f"{item.video}: {seconds:.2f} s of video, expected at least {f.min_seconds:g} s")

@@ -17,6 +17,7 @@ from fet import storage
 from fet.data.face_track import downscale
 from fet.data.preprocess.config import PreprocessConfig
 from fet.data.preprocess.rows import EMPTY_IMAGE, Reject, base_row, resize_square
+from fet.data.shards import UNREACHABLE
 from fet.data.sources import ImageItem
 from fet.images import ImageError, encode_png, load_image
 from fet.landmarks.align import crop_square, face_box
@@ -39,6 +40,12 @@ class ImagePreprocessor:
         except Reject as r:
             row.update(reject_reason=r.reason, reject_detail=r.detail)
             return [row]
+        except storage.NotFoundError as e:  # listed, then deleted
+            row.update(reject_reason="missing", reject_detail=str(e))
+            return [row]
+        except storage.StorageError as e:  # not the input's fault: tried again on the next run
+            row.update(reject_reason=UNREACHABLE, reject_detail=str(e))
+            return [row]
         except Exception as e:
             row.update(reject_reason="error", reject_detail=f"{item.image}: {type(e).__name__}: {e}")
             return [row]
@@ -51,7 +58,7 @@ class ImagePreprocessor:
         t = time.perf_counter()
         try:
             rgb = np.asarray(load_image(item.image))
-        except (ImageError, storage.StorageError) as e:
+        except ImageError as e:
             raise Reject("unreadable", str(e)) from e
         row["t_decode"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -6,6 +6,7 @@ baseline it is measured against and a way to preprocess a handful of clips witho
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from typing import Any
@@ -20,6 +21,7 @@ from fet.data.preprocess.settings import check_settings
 from fet.data.shard_preview import write_previews
 from fet.data.sources import ClipItem, ImageItem, SourceConfig, SourceError, list_items
 
+logger = logging.getLogger(__name__)
 Work = tuple[ClipItem | ImageItem, set[str]]  # an input and the segment ids of it already published
 
 
@@ -62,7 +64,8 @@ def make_processor(cfg: PreprocessConfig, kind: str, audio_features: bool = True
 
 def run_serial(cfg: PreprocessConfig, progress: bool = True) -> dict[str, Any]:
     """Process every pending input of every source in this process; returns counts and stage timings."""
-    stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "timings": Counter()}
+    stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "retry": 0, "retry_detail": "",
+                             "timings": Counter()}  # fmt: skip
     t0 = time.perf_counter()
     check_settings(cfg)
     for source, todo, total in pending(cfg):
@@ -82,6 +85,8 @@ def run_serial(cfg: PreprocessConfig, progress: bool = True) -> dict[str, Any]:
     write_previews(cfg.out)
     stats["wall_seconds"] = time.perf_counter() - t0
     stats["timings"] = dict(stats["timings"])
+    if message := retry_message(stats):
+        logger.warning(message)
     return stats
 
 
@@ -95,6 +100,21 @@ def _flush(cfg: PreprocessConfig, kind: str, buffer: list[dict], stats: dict) ->
     t = time.perf_counter()
     summary = shards.write_shard(cfg.out, kind, buffer)
     stats["timings"]["write"] += time.perf_counter() - t  # the shard's sidecar records the same
+    add_summary(stats, summary)
+    buffer.clear()
+
+
+def add_summary(stats: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Count one shard's summary (``shards.write_shard``) into a run's ``stats``."""
     stats["rows"] += summary["rows"]
     stats["rejects"] += summary["rejects"]
-    buffer.clear()
+    stats["retry"] += summary["retry"]
+    stats["retry_detail"] = stats["retry_detail"] or summary["retry_detail"]
+
+
+def retry_message(stats: dict[str, Any]) -> str:
+    """What a run that could not read some inputs for a cause outside them says; '' when it read them all."""
+    if not stats["retry"]:
+        return ""
+    return (f"{stats['retry']} input(s) could not be read for a cause outside them, e.g. {stats['retry_detail']}; "
+            "they are not marked done: run the job again to process them")  # fmt: skip
