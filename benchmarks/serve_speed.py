@@ -60,17 +60,26 @@ def main() -> None:
     import ray
     from ray import serve
 
+    with tempfile.TemporaryDirectory() as tmp:  # the random bundle and the service's state go with it
+        ray.init(include_dashboard=False, log_to_driver=False)
+        try:
+            results = measure(args, Path(tmp))
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    print(json.dumps(results, indent=2))
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> dict:
     from fet.client import Client
     from serve.app import run
     from serve.options import AppOptions
 
-    tmp = Path(tempfile.mkdtemp())
     bundle = args.bundle
     if bundle is None:
         from tests.fet.talking_helpers import build_bundle
 
         bundle = build_bundle(tmp)
-    ray.init(include_dashboard=False, log_to_driver=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -85,7 +94,7 @@ def main() -> None:
     face = Path(args.image).read_bytes()
     t = time.perf_counter()
     ref = c.encode(face)
-    results = {"bundle": bundle, "encode_seconds": time.perf_counter() - t}
+    results = {"bundle": args.bundle or "random tiny test bundle", "encode_seconds": time.perf_counter() - t}
     c.edit(ref, text="glasses")  # warm-up
     audio = wav(args.seconds)
     c.generate(ref, audio)
@@ -97,9 +106,7 @@ def main() -> None:
         wall, lat = timed(lambda: c.generate(ref, audio, text="smile"), args.videos, clients)
         results[f"generate_{clients}c"] = {"wall_s_per_video_s": wall / (args.videos * args.seconds),
                                            "latency_s_per_video_s": statistics.mean(lat) / args.seconds}  # fmt: skip
-    print(json.dumps(results, indent=2))
-    serve.shutdown()
-    ray.shutdown()
+    return results
 
 
 if __name__ == "__main__":
