@@ -9,13 +9,13 @@ none, ``NoFaceError`` — a face is never guessed.
 from __future__ import annotations
 
 import os
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from fet.landmarks.face_mesh import NUM_LANDMARKS, face_landmarker_bytes
 from fet.landmarks.projection import matrix_to_pose
+from fet.landmarks.task_closing import close_deferred, close_with
 
 NUM_BLENDSHAPES = 52
 
@@ -62,15 +62,16 @@ class FaceLandmarkDetector:
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True,
         )
+        close_deferred()  # of detectors freed by a collection since the last one was made or closed
         self._image = FaceLandmarker.create_from_options(
             FaceLandmarkerOptions(running_mode=RunningMode.IMAGE, **self._options)
         )
         self._video_mode = (FaceLandmarker, FaceLandmarkerOptions, RunningMode.VIDEO)
-        # close before interpreter teardown; MediaPipe's own __del__ fails once its modules are gone
-        self._finalizer = weakref.finalize(self, self._image.close)
+        self._finalizer = close_with(self, self._image)  # when this detector goes, or at exit, safely
 
     def close(self) -> None:
         self._finalizer()
+        close_deferred()
 
     def __enter__(self) -> FaceLandmarkDetector:
         return self

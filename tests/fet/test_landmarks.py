@@ -109,3 +109,37 @@ def test_face_crop_is_square_centred_and_padded():
     assert box[2] > 0
     crop = crop_square(np.zeros((64, 64, 3), np.uint8), (-20.0, -20.0, 100.0), 48)  # leaves the image
     assert crop.shape == (48, 48, 3)
+
+
+def test_a_detector_freed_by_the_cycle_collector_inside_a_mediapipe_call_neither_hangs_nor_errs_at_exit():
+    """Every MediaPipe call allocates inside ``ThreadPoolExecutor.submit`` while holding the lock all
+    executors share; a collection started there that closes a freed detector's task calls ``submit``
+    again and waits for ever. Here that collection runs with the lock held, in a child process: the
+    task is closed later, when the next detector is made, and a detector still open at exit is closed
+    without an error."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import concurrent.futures.thread as cft, gc, weakref
+import numpy as np
+from fet.landmarks import task_closing
+from fet.landmarks.detector import FaceLandmarkDetector
+kept = FaceLandmarkDetector()
+freed = FaceLandmarkDetector()
+freed.cycle = freed  # only the cycle collector frees it
+gone = weakref.ref(freed)
+del freed
+with cft._global_shutdown_lock:  # as inside ThreadPoolExecutor.submit
+    gc.collect()
+assert gone() is None and len(task_closing._deferred) == 1
+FaceLandmarkDetector().close()  # closes the deferred task too
+assert task_closing._deferred == []
+assert kept.detect(np.zeros((64, 64, 3), np.uint8)) is None
+print("done")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-2000:]

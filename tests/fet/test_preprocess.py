@@ -209,7 +209,8 @@ def test_inputs_that_storage_cannot_serve_are_not_marked_done_and_the_next_run_p
         m.setenv("AWS_ENDPOINT_URL", dead)
         m.delenv("AWS_ENDPOINT_URL_S3", raising=False)
         for source, work, _ in todo:
-            rows = [r for item, skip in work for r in make_processor(cfg, shard_kind(source))(item, skip)]
+            processor = make_processor(cfg, shard_kind(source))
+            rows = [r for item, skip in work for r in processor(item, skip)]
             assert {r["reject_reason"] for r in rows} == {shards.UNREACHABLE}, [r["reject_detail"] for r in rows]
             summary = shards.write_shard(cfg.out, shard_kind(source), rows)
             assert summary["retry"] == len(rows) and summary["rows"] == summary["rejects"] == 0
