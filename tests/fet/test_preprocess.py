@@ -19,7 +19,7 @@ from fet.data.synthtalk.__main__ import generate
 from fet.landmarks.detector import FaceLandmarks
 from fet.media.mp4 import write_mp4
 from fet.media.video import VideoReader, segment_starts
-from tests.conftest import media
+from tests.conftest import media, point_s3_at_nothing
 
 
 def _touch(path, data: bytes = b"x") -> None:
@@ -190,8 +190,6 @@ def test_inputs_that_storage_cannot_serve_are_not_marked_done_and_the_next_run_p
     """The data set is on S3 and the server goes away after the inputs were listed: every input becomes
     an ``unreachable`` row, which no shard keeps and which marks nothing done (it says nothing about the
     input), so the next run, with the server back, processes them all."""
-    import socket
-
     from fet import storage
     from fet.data.preprocess import make_processor, pending, retry_message, shard_kind
 
@@ -202,12 +200,8 @@ def test_inputs_that_storage_cannot_serve_are_not_marked_done_and_the_next_run_p
                    SourceConfig(kind="synthtalk_images", root=f"{s3_bucket}/st/images")]  # fmt: skip
     todo = pending(cfg)  # listed while the server answers
     assert [len(work) for _, work, _ in todo] == [1, 2]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     with monkeypatch.context() as m:
-        m.setenv("AWS_ENDPOINT_URL", dead)
-        m.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        point_s3_at_nothing(m)
         for source, work, _ in todo:
             processor = make_processor(cfg, shard_kind(source))
             rows = [r for item, skip in work for r in processor(item, skip)]

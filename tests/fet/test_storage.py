@@ -1,8 +1,7 @@
-import socket
-
 import pytest
 
 from fet import storage
+from tests.conftest import point_s3_at_nothing
 
 
 def test_local_round_trip_is_atomic(tmp_path):
@@ -102,11 +101,7 @@ def test_storage_that_cannot_answer_is_an_error_never_taken_for_a_missing_file(s
         storage.read_bytes(tmp_path / "a folder.bin")
     assert not isinstance(e.value, storage.NotFoundError)
 
-    with socket.socket() as s:  # a port nothing listens on: the S3 server went away
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    point_s3_at_nothing(monkeypatch)
     for call in (storage.exists, storage.read_bytes, storage.touch):
         with pytest.raises(storage.StorageError, match="none.bin: Could not connect") as e:
             call(missing)

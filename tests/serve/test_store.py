@@ -11,6 +11,7 @@ import pytest
 
 from fet import storage
 from serve.store import StateStore
+from tests.conftest import point_s3_at_nothing
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -90,16 +91,10 @@ def test_a_run_taken_over_by_a_later_one_can_no_longer_write_the_jobs_state(root
 def test_a_store_that_cannot_be_reached_raises_instead_of_answering_no_such_job(s3_bucket, monkeypatch):
     """With the S3 server gone, asking for a job or a reference is a ``StorageError`` (the service answers
     503, retry), not None or False (404: "unknown or expired", and the client gives up)."""
-    import socket
-
     store = StateStore(s3_bucket + "/state")
     job = store.new_job({"reference_id": "r"})
     assert store.job(job["id"]) == job and store.job("f" * 32) is None and not store.use_reference("r" * 32)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    point_s3_at_nothing(monkeypatch)
     for call, arg in ((store.job, job["id"]), (store.speech, job["id"]), (store.use_reference, "r" * 32)):
         with pytest.raises(storage.StorageError, match="Could not connect"):
             call(arg)
