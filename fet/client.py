@@ -112,6 +112,12 @@ class Client:
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/v1/jobs/{job_id}").json()
 
+    def cancel(self, job_id: str) -> dict | None:
+        """Cancel a queued or running job → its state (``cancelled``); a finished job is deleted with its
+        result → None."""
+        r = self._call("DELETE", f"/v1/jobs/{job_id}")
+        return r.json() if r.status_code == 200 else None
+
     def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None) -> bytes:
         """Poll a job until it is done → mp4 bytes; a failed job raises ``ServiceError``. The job runs on
         whatever happens to the connection, so a poll that cannot reach the service (the HTTP proxy
@@ -130,6 +136,8 @@ class Client:
                 state = {"state": "unreachable"}
             if state["state"] == "failed":
                 raise ServiceError(500, f"job {job_id} failed: {state['error']}")
+            if state["state"] == "cancelled":
+                raise ServiceError(409, f"job {job_id} was cancelled")
             time.sleep(poll)
         raise TimeoutError(f"job {job_id} not done after {timeout or self.timeout:g} s")
 

@@ -40,7 +40,7 @@ from fet.landmarks.detector import NoFaceError
 from fet.media.mp4 import encode_mp4
 from fet.storage import NotFoundError, StorageError
 from serve.options import AppOptions
-from serve.store import StateStore, SupersededError
+from serve.store import RunStoppedError, StateStore
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
 FileField = Annotated[UploadFile | None, File()]  # multipart file fields
@@ -357,25 +357,25 @@ class Ingress:
         return await asyncio.to_thread(encode_mp4, np.stack(frames), speech, SAMPLE_RATE, 25)
 
     async def _run_job(self, job: dict, ref_id: str, speech: np.ndarray, edits: dict[str, float]) -> None:
-        changed, finished, taken_over = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        changed, finished, stopped = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         def progress(done: float) -> None:
             job.update(state="running", progress=done)
             changed.set()
 
         work = asyncio.create_task(self._generate(ref_id, speech, edits, progress))
-        writer = asyncio.create_task(self._keep_saved(job, changed, finished, taken_over, work))
+        writer = asyncio.create_task(self._keep_saved(job, changed, finished, stopped, work))
         try:
             data = await work
-            if await asyncio.to_thread(self.store.superseded, job):
-                raise SupersededError(job["id"])
+            if reason := await asyncio.to_thread(self.store.stopped, job):
+                raise RunStoppedError(reason)
             await asyncio.to_thread(self.store.put_result, job["id"], data)
             job.update(state="done", progress=1.0)
         except asyncio.CancelledError:
-            if not taken_over.is_set():  # this replica stops: the job runs again elsewhere
+            if not stopped.is_set():  # this replica stops: the job runs again elsewhere
                 raise
-        except SupersededError:
-            taken_over.set()
+        except RunStoppedError:
+            stopped.set()
         except Exception as e:  # reported in the job, never lost
             job.update(state="failed", error=_message(e))
         finally:
@@ -383,22 +383,22 @@ class Ingress:
             finished.set()
             changed.set()
             await writer  # its last write lands before the final one, never after it
-        if not taken_over.is_set():
+        if not stopped.is_set():
             try:
                 await asyncio.to_thread(self.store.save_job, job)
                 return
-            except SupersededError:
+            except RunStoppedError:
                 pass
-        logger.warning("job %s: run %d was taken for lost and run again elsewhere; this run stops", job["id"],
-                       job.get("attempts", 1))  # fmt: skip
+        logger.warning("job %s: run %d stopped: it was cancelled, or taken for lost and run again elsewhere",
+                       job["id"], job.get("attempts", 1))  # fmt: skip
 
-    async def _keep_saved(self, job: dict, changed: asyncio.Event, finished: asyncio.Event, taken_over: asyncio.Event,
+    async def _keep_saved(self, job: dict, changed: asyncio.Event, finished: asyncio.Event, stopped: asyncio.Event,
                           work: asyncio.Task) -> None:  # fmt: skip
         """The one writer of a running job's state: after each change of progress, and every quarter of
         ``job_stale_seconds`` without one, however long a step waits (a queue in front of the Renderer, a
         long motion call, replicas still starting). So a job falls silent only when its replica is gone, or
-        cut off from storage; if it comes back after another replica has run the job again, its writes are
-        refused (``SupersededError``) and its work stops."""
+        cut off from storage. When the job is cancelled, or the run comes back after another replica has
+        run the job again, its write is refused (``RunStoppedError``) and its work stops."""
         while not finished.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), self.options.job_stale_seconds / 4)
@@ -407,8 +407,8 @@ class Ingress:
                 return
             try:
                 await asyncio.to_thread(self.store.save_job, job)
-            except SupersededError:
-                taken_over.set()
+            except RunStoppedError:
+                stopped.set()
                 work.cancel()
                 return
             except Exception as e:  # the next beat tries again
@@ -482,6 +482,9 @@ class Ingress:
         its stored speech, up to ``job_restarts`` times; past that, or with no speech stored, it failed.
         Of the polls that find it silent at once, on one replica or several, the one that claims the next
         run starts it; the others answer with the job as that run starts (``job`` is updated in place)."""
+        if await asyncio.to_thread(self.store.cancelled, job["id"]):  # a run's write raced the cancellation
+            await asyncio.to_thread(self.store.cancel, job)
+            return
         while True:
             attempt = job.get("attempts", 1) + 1
             failed = {"state": "failed", "error": f"the replica running this job stopped (run {attempt - 1} time(s)); "
@@ -516,11 +519,27 @@ class Ingress:
     async def job_state(self, job_id: str) -> dict:
         return self._public(await self._job_or_404(job_id))
 
+    @app.delete("/v1/jobs/{job_id}", dependencies=[Depends(_check_key)])
+    async def delete_job(self, job_id: str) -> Response:
+        """A queued or running job is cancelled: its run stops within a quarter of ``job_stale_seconds``,
+        and the job reads ``cancelled`` until it expires (200, the job). A finished one (done, failed or
+        cancelled) is deleted with its result now (204)."""
+        job = await asyncio.to_thread(self.store.job, job_id) if ID.match(job_id) else None
+        if job is None:
+            raise HTTPException(404, f"job {job_id}: unknown (or expired)")
+        if job["state"] in ("queued", "running"):
+            await asyncio.to_thread(self.store.cancel, job)
+            return JSONResponse(self._public(job))
+        await asyncio.to_thread(self.store.delete_job, job_id)
+        return Response(status_code=204)
+
     @app.get("/v1/jobs/{job_id}/result", dependencies=[Depends(_check_key)])
     async def job_result(self, job_id: str) -> Response:
         job = await self._job_or_404(job_id)
         if job["state"] == "failed":
             raise HTTPException(409, f"job {job_id} failed: {job['error']}")
+        if job["state"] == "cancelled":
+            raise HTTPException(409, f"job {job_id} was cancelled")
         if job["state"] != "done":
             raise HTTPException(409, f"job {job_id} is {job['state']} ({job['progress']:.0%}); poll GET "
                                      f"/v1/jobs/{job_id}",

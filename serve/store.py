@@ -5,6 +5,7 @@ jobs/<id>/state.json           state, progress, timestamps, error
 jobs/<id>/speech.npy           its speech (16 kHz float32), to run it again when its replica stops
 jobs/<id>/result.mp4           the video, once done
 jobs/<id>/run-<n>              the claim of the replica that runs it the n-th time (n ≥ 2)
+jobs/<id>/cancelled            the mark of a job cancelled while it was queued or running
 
 A job unchanged for longer than its time to live is deleted, result and all (``expire_jobs``); so is a
 reference unused for longer than its own (``expire_references``: a use marks the file, ``touch_reference``).
@@ -26,8 +27,9 @@ import numpy as np
 from fet import storage
 
 
-class SupersededError(RuntimeError):
-    """A run of a job that another replica has run again since (``StateStore.claim_run``)."""
+class RunStoppedError(RuntimeError):
+    """A run of a job that must stop: another replica has run the job again since (``claim_run``), or
+    the job was cancelled (``cancel``)."""
 
 
 class StateStore:
@@ -96,18 +98,42 @@ class StateStore:
         return state
 
     def save_job(self, state: dict[str, Any]) -> None:
-        """Write the job's state, unless a later run of it has been claimed (``SupersededError``): the replica
-        of an earlier run that comes back after it was taken for lost never writes over the later run's
-        state. (The check and the write are two requests: a write that races the claim lands at most
-        once, and the later run's next write, a quarter of ``job_stale_seconds`` on, puts its state back.)"""
-        if self.superseded(state):
-            raise SupersededError(f"job {state['id']}: run {state.get('attempts', 1)} was taken over by a later run")
+        """Write the state of a job's run, unless the run must stop (``RunStoppedError``, see ``stopped``):
+        the replica of an earlier run that comes back after it was taken for lost never writes over the
+        later run's state, nor a run over its job's cancellation. (The check and the write are two
+        requests: a write that races the claim lands at most once, and the later run's next write, a
+        quarter of ``job_stale_seconds`` on, puts its state back.)"""
+        if reason := self.stopped(state):
+            raise RunStoppedError(f"job {state['id']}: run {state.get('attempts', 1)} {reason}")
+        self._write(state)
+
+    def _write(self, state: dict[str, Any]) -> None:
         state["updated"] = time.time()
         storage.write_text(self._job(state["id"], "state.json"), json.dumps(state))
 
-    def superseded(self, state: dict[str, Any]) -> bool:
-        """Whether another replica has claimed a later run of the job than the one ``state`` describes."""
-        return storage.exists(self._job(state["id"], f"run-{state.get('attempts', 1) + 1}"))
+    def _marks(self, job_id: str) -> set[str]:
+        """The names of the job's files (one listing)."""
+        try:
+            return {uri.rsplit("/", 1)[-1] for uri in storage.list_files(self._job(job_id, ""))}
+        except storage.NotFoundError:  # the job is gone
+            return set()
+
+    def stopped(self, state: dict[str, Any]) -> str | None:
+        """Why the run ``state`` describes must stop, or None: another replica has claimed a later run of
+        the job, or the job was cancelled."""
+        marks = self._marks(state["id"])
+        if f"run-{state.get('attempts', 1) + 1}" in marks:
+            return "was taken over by a later run"
+        return "was cancelled" if "cancelled" in marks else None
+
+    def cancel(self, state: dict[str, Any]) -> None:
+        """Cancel a queued or running job: its run stops at its next write, and the job reads cancelled."""
+        storage.create_new(self._job(state["id"], "cancelled"))
+        state.update(state="cancelled", error=None)
+        self._write(state)
+
+    def cancelled(self, job_id: str) -> bool:
+        return "cancelled" in self._marks(job_id)
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """The job's state; None when there is no such job."""
@@ -162,10 +188,17 @@ class StateStore:
         for job_id, files in sorted(by_job.items()):
             if time.time() - max(files.values()) <= ttl_seconds:
                 continue
-            for uri in sorted(files, key=lambda u: u.endswith("state.json")):  # the state last
-                storage.delete(uri)
-            if not storage.is_s3(self.root):
-                with contextlib.suppress(OSError):  # not empty: a write under way keeps it
-                    Path(self._job(job_id, "")).rmdir()
+            self._delete(job_id, list(files))
             expired.append(job_id)
         return expired
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job and its result now."""
+        self._delete(job_id, storage.list_files(self._job(job_id, "")))
+
+    def _delete(self, job_id: str, files: list[str]) -> None:
+        for uri in sorted(files, key=lambda u: u.endswith("state.json")):  # the state last
+            storage.delete(uri)
+        if not storage.is_s3(self.root):
+            with contextlib.suppress(OSError):  # not empty: a write under way keeps it
+                Path(self._job(job_id, "")).rmdir()

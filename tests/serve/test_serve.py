@@ -420,6 +420,40 @@ def test_a_run_taken_for_lost_and_run_again_elsewhere_stops_and_never_writes_ove
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
 
 
+def test_a_cancelled_job_stops_and_stays_cancelled_and_a_finished_one_is_deleted(server, face):
+    """DELETE on a running job cancels it: its run stops writing at its next step (no state over the
+    cancellation, no video), polls and ``Client.wait`` say it was cancelled. DELETE on it once more deletes
+    it: 204, then 404."""
+    from fet.client import Client, ServiceError
+
+    client = Client(server, api_key=KEY)
+    job_id = client.submit(client.encode(face), wav_bytes(speech(4.8)))
+    deadline = time.time() + 120
+    while client.job(job_id)["progress"] == 0:  # rendering
+        assert time.time() < deadline
+        time.sleep(0.02)
+    cancelled = client.cancel(job_id)
+    assert cancelled["state"] == "cancelled" and cancelled["progress"] < 1, cancelled
+    state = STATE / "jobs" / job_id / "state.json"
+    time.sleep(0.5)  # a write of the run already on its way when the cancellation landed
+    written = state.stat().st_mtime
+    seen = []
+    for _ in range(16):  # 4 s: two beats of the run's writer (job_stale_seconds / 4 = 2 s) and its next batches
+        seen.append(client.job(job_id)["state"])
+        time.sleep(0.25)
+    assert set(seen) == {"cancelled"} and state.stat().st_mtime == written, seen
+    assert not (STATE / "jobs" / job_id / "result.mp4").exists()
+    r = requests.get(f"{server}/v1/jobs/{job_id}/result", headers={"X-API-Key": KEY}, timeout=30)
+    assert r.status_code == 409 and "was cancelled" in r.json()["detail"]
+    with pytest.raises(ServiceError, match="was cancelled"):
+        client.wait(job_id, timeout=30)
+    assert client.cancel(job_id) is None  # finished: deleted
+    r = requests.get(f"{server}/v1/jobs/{job_id}", headers={"X-API-Key": KEY}, timeout=30)
+    assert r.status_code == 404 and not (STATE / "jobs" / job_id).exists()
+    r = requests.delete(f"{server}/v1/jobs/{'0' * 32}", headers={"X-API-Key": KEY}, timeout=30)
+    assert r.status_code == 404 and "unknown" in r.json()["detail"]
+
+
 def test_a_replica_killed_while_it_renders_is_replaced_and_no_video_is_lost(server, face):
     """The Renderer's replica is killed (a real kill) in the middle of a job's video, with two more videos
     asked for at once: Serve replaces it, the ingress sends the calls it held again, and every video

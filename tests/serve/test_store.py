@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fet import storage
@@ -75,17 +76,33 @@ def test_of_replicas_racing_to_run_a_silent_job_again_exactly_one_claims_each_ru
 def test_a_run_taken_over_by_a_later_one_can_no_longer_write_the_jobs_state(root):
     """The replica of run 1 comes back after run 2 was claimed: its write is refused and the state stays
     run 2's, on disk and on S3."""
-    from serve.store import SupersededError
+    from serve.store import RunStoppedError
 
     store = StateStore(root)
     first = store.new_job({"reference_id": "r", "attempts": 1})
-    assert not store.superseded(first)
+    assert store.stopped(first) is None
     assert store.claim_run(first["id"], 2)
     second = dict(first, attempts=2, state="queued")
     store.save_job(second)
-    with pytest.raises(SupersededError, match="run 1 was taken over"):
+    with pytest.raises(RunStoppedError, match="run 1 was taken over"):
         store.save_job(dict(first, state="running", progress=0.5))
-    assert store.job(first["id"])["attempts"] == 2 and store.superseded(first) and not store.superseded(second)
+    assert store.job(first["id"])["attempts"] == 2 and store.stopped(first) and not store.stopped(second)
+
+
+def test_a_cancelled_job_refuses_its_runs_writes_and_a_deleted_one_is_gone(root):
+    from serve.store import RunStoppedError
+
+    store = StateStore(root)
+    job = store.new_job({"reference_id": "r", "attempts": 1})
+    store.put_speech(job["id"], np.zeros(16000, np.float32))
+    running = dict(job, state="running", progress=0.5)
+    store.cancel(dict(job))
+    assert store.cancelled(job["id"]) and store.job(job["id"])["state"] == "cancelled"
+    with pytest.raises(RunStoppedError, match="run 1 was cancelled"):
+        store.save_job(running)
+    assert store.job(job["id"])["state"] == "cancelled"
+    store.delete_job(job["id"])
+    assert store.job(job["id"]) is None and storage.list_files(storage.join(root, "jobs")) == []
 
 
 def test_a_store_that_cannot_be_reached_raises_instead_of_answering_no_such_job(s3_bucket, monkeypatch):
