@@ -236,3 +236,45 @@ def test_wav2vec2_features_in_their_own_actors(local_ray, tmp_path):
         rec = shards.clip_record(row)
         assert json.loads(rec.encoder)["kind"] == "wav2vec2" and rec.features.shape == (50, 64)
         np.testing.assert_allclose(rec.features, encoder(rec.audio, 50).numpy(), atol=2e-2)  # stored as float16
+
+
+def test_an_input_its_workers_cannot_read_ends_the_job_with_status_1_and_the_next_run_takes_it(
+    local_ray, s3_bucket, tmp_path
+):
+    """The driver lists the data set on S3, but its workers cannot reach the server (in a child process
+    whose Ray gives the workers an endpoint nothing listens on): the job publishes nothing for that
+    input, names it and ends with exit status 1; a run whose workers reach the server processes it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from fet.data.synthtalk.__main__ import generate
+    from ray_jobs.preprocess import run
+
+    generate(tmp_path / "st", images=0, clips=1, size=64, seconds=2.0, workers=1, progress=False)
+    storage.upload_dir(tmp_path / "st" / "clips", f"{s3_bucket}/st/clips")
+    overrides = [f"out={tmp_path / 'shards'}", "size=64", "ray.num_workers=1"]
+    (tmp_path / "job.yaml").write_text(
+        json.dumps({"sources": [{"kind": "synthtalk", "root": f"{s3_bucket}/st/clips"}]})
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    script = """
+import os, sys, ray
+from ray_jobs.preprocess import main
+keys = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+         runtime_env={"env_vars": keys | {"AWS_ENDPOINT_URL": sys.argv[1], "GLOG_minloglevel": "2"}})
+main(sys.argv[2:])
+"""
+    out = subprocess.run([sys.executable, "-c", script, dead, "--config", str(tmp_path / "job.yaml"), *overrides],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+                         env=os.environ | {"RAY_ADDRESS": ""})  # fmt: skip
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "error: 1 input(s) could not be read for a cause outside them, e.g. s3://" in out.stderr, out.stderr[-3000:]
+    assert "processed 1 inputs" in out.stdout, out.stdout[-2000:]
+    cfg = load_config(PreprocessConfig, tmp_path / "job.yaml", overrides)
+    stats = run(cfg)  # the workers of this Ray reach the server
+    assert (stats["processed"], stats["rows"], stats["rejects"], stats["retry"]) == (1, 1, 0, 0)
