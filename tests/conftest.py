@@ -124,12 +124,16 @@ def s3_bucket(s3_server, request) -> str:
     return f"s3://{name}"
 
 
-def point_s3_at_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point boto3 at a port nothing listens on, as when the S3 server has gone away."""
+def unreachable_endpoint() -> str:
+    """The URL of a port nothing listens on: an S3 server that has gone away."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def point_s3_at_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point boto3 at ``unreachable_endpoint()``."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", unreachable_endpoint())
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
 
 

@@ -20,7 +20,7 @@ from fet.data.sources import list_items
 from fet.landmarks.detector import FaceLandmarkDetector
 from fet.media.mp4 import write_mp4
 from fet.media.video import VideoReader
-from tests.conftest import media
+from tests.conftest import media, unreachable_endpoint
 from tests.fet.helpers import audio_cut, lag, shifted
 
 pytestmark = pytest.mark.timeout(900)
@@ -245,7 +245,6 @@ def test_an_input_its_workers_cannot_read_ends_the_job_with_status_1_and_the_nex
     whose Ray gives the workers an endpoint nothing listens on): the job publishes nothing for that
     input, names it and ends with exit status 1; a run whose workers reach the server processes it."""
     import os
-    import socket
     import subprocess
     import sys
 
@@ -258,9 +257,6 @@ def test_an_input_its_workers_cannot_read_ends_the_job_with_status_1_and_the_nex
     (tmp_path / "job.yaml").write_text(
         json.dumps({"sources": [{"kind": "synthtalk", "root": f"{s3_bucket}/st/clips"}]})
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     script = """
 import os, sys, ray
 from ray_jobs.preprocess import main
@@ -269,7 +265,7 @@ ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
          runtime_env={"env_vars": keys | {"AWS_ENDPOINT_URL": sys.argv[1], "GLOG_minloglevel": "2"}})
 main(sys.argv[2:])
 """
-    out = subprocess.run([sys.executable, "-c", script, dead, "--config", str(tmp_path / "job.yaml"), *overrides],
+    out = subprocess.run([sys.executable, "-c", script, unreachable_endpoint(), "--config", str(tmp_path / "job.yaml"), *overrides],
                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
                          env=os.environ | {"RAY_ADDRESS": ""})  # fmt: skip
     assert out.returncode == 1, out.stderr[-3000:]
