@@ -84,7 +84,11 @@ def start_head(num_cpus: int = 2, temp: Path | None = None) -> LocalHead:
              "runtime-env-agent-port", "ray-client-server-port")  # fmt: skip
     port, dash, *others = free_ports(2 + len(names))
     agent = [f"--{name}={p}" for name, p in zip(names, others)]
-    env = os.environ | QUIET | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    # its processes' own temporary files (the dashboard's forkserver socket, jobs' temporary folders) go
+    # into its temp dir too, which is deleted with the head: a killed process leaves nothing in /tmp
+    (temp / "tmp").mkdir(parents=True, exist_ok=True)
+    env = os.environ | QUIET | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled",
+                                "TMPDIR": str(temp / "tmp")}  # fmt: skip
     cmd = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
            f"--num-cpus={num_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats", *agent]  # fmt: skip

@@ -41,6 +41,9 @@ def test_preprocess_through_ray_job_submit(ray_head, tmp_path):
     assert m["clips"]["rows"] == 2 and m["images"]["rows"] == 6
     row = next(shards.read_rows(str(tmp_path / "shards"), "clips"))
     assert row["landmark_source"] == "sidecar" and row["num_frames"] == 50
+    # the head's processes keep their temporary files in its own folder, deleted with it: the dashboard's
+    # forkserver socket (pymp-*), left in the system temp folder by the killed dashboard, is there
+    assert list(Path(env["TMPDIR"]).glob("pymp-*")), sorted(p.name for p in Path(env["TMPDIR"]).iterdir())
 
 
 def test_training_through_ray_job_submit(ray_head, synthtalk_shards, tmp_path):
