@@ -90,7 +90,10 @@ async def _unknown_id(request: Request, e: KeyError) -> JSONResponse:
 @app.exception_handler(StorageError)
 async def _storage_error(request: Request, e: StorageError) -> JSONResponse:
     """Storage that cannot be reached or refuses (not a missing file: that is the caller's 404) is the
-    service's trouble, and passing: a 503 to retry, its detail in the log, not in the answer."""
+    service's trouble, and passing: a 503 to retry, its detail in the log, not in the answer. A file gone
+    between two reads (a job expired or deleted meanwhile) is a 404."""
+    if isinstance(_cause(e), NotFoundError):
+        return JSONResponse({"detail": "not found: deleted or expired meanwhile"}, status_code=404)
     logger.warning("%s %s: the state store failed: %s", request.method, request.url.path, _message(e))
     return JSONResponse({"detail": "the service's store of jobs and references cannot be reached just now; retry "
                                    "later"}, status_code=503,
