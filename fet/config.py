@@ -23,9 +23,9 @@ class ConfigError(ValueError):
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=1e-4"`` → (["train", "lr"], 0.0001). The value is parsed as YAML (numbers, lists, null)."""
+    """``"optim.lr=1e-4"`` → (["optim", "lr"], 0.0001). The value is parsed as YAML (numbers, lists, null)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.lr=1e-4")
+        raise ConfigError(f"override {text!r}: expected key=value, a dotted key into the config, e.g. steps=100")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
@@ -192,6 +192,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(read_text(str(path)))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (expected YAML in UTF-8): {e.reason} at byte {e.start}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if data is None:
@@ -202,10 +204,26 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load ``cls`` from a YAML file (or its defaults when ``path`` is None) plus ``key=value`` overrides."""
-    data = read_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides or [])
+    """Load ``cls`` from a YAML file (or its defaults when ``path`` is None) plus ``key=value`` overrides.
+    An error is prefixed with what caused it: the first override that makes a valid config invalid, else
+    the file."""
+    base = read_yaml(path) if path is not None else {}
+    overrides = list(overrides or [])
     try:
-        return from_dict(cls, data)
+        return from_dict(cls, apply_overrides(base, overrides))
     except ConfigError as e:
+        culprit, error = _first_bad_override(cls, base, overrides)
+        if culprit is not None:
+            raise ConfigError(f"override {culprit!r}: {error}") from error
         raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from e
+
+
+def _first_bad_override(cls: type, base: dict[str, Any], overrides: list[str]) -> tuple[str | None, Exception | None]:
+    """The first override after which ``base`` (valid on its own) no longer builds ``cls``, with the error it
+    gives; (None, None) when ``base`` itself fails: the file is at fault, or lacks a key an override supplies."""
+    for n in range(len(overrides) + 1):
+        try:
+            from_dict(cls, apply_overrides(base, overrides[:n]))
+        except ConfigError as e:
+            return (overrides[n - 1], e) if n else (None, None)
+    return None, None

@@ -15,10 +15,12 @@ T = TypeVar("T")
 QUIET_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def parse_args(prog: str, description: str, argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
+def parse_args(prog: str, description: str, example: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The job's arguments; ``example`` shows overrides of that job's own config keys in ``--help``."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--config", help="YAML config (configs/...); defaults apply without one")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out=s3://bucket/shards ray.num_workers=8")
+    p.add_argument("overrides", nargs="*", help=f"key=value overrides of the config's keys, e.g. {example}")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     return p.parse_args(argv)
 

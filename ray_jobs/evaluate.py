@@ -36,6 +36,8 @@ from ray_jobs.shard_reader import read_split
 COLUMNS = ["clip_id", "speaker", "split", "fps", "frames", "audio", "landmarks", "transform", "blendshapes"]
 ARRAY_FIELDS = ("real_features", "gen_features")
 
+OVERRIDES_EXAMPLE = "max_clips=8 ray.num_workers=4"  # shown in --help
+
 
 class EvaluateClips:
     """A Ray Data actor: one clip-shard row → its evaluation record (arrays packed as .npy bytes)."""
@@ -120,7 +122,7 @@ def _preview(records: list[dict[str, Any]]) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args("ray_jobs.evaluate", __doc__.splitlines()[0], argv)
+    args = parse_args("ray_jobs.evaluate", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(EvalConfig, args)
     init_ray(args.address)
     try:

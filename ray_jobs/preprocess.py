@@ -35,6 +35,8 @@ from fet.storage import StorageError
 from ray_jobs.common import QUIET_ENV, fail, init_ray, load_job_config, parse_args
 from ray_jobs.shard_writer import write_batch
 
+OVERRIDES_EXAMPLE = "out=s3://bucket/shards ray.num_workers=8"  # shown in --help
+
 
 class ProcessInputs:
     """A Ray Data actor: one input row ``{item, skip}`` → its shard rows (accepted and rejected)."""
@@ -131,7 +133,7 @@ def _run(cfg: PreprocessConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args("ray_jobs.preprocess", __doc__.splitlines()[0], argv)
+    args = parse_args("ray_jobs.preprocess", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(PreprocessConfig, args)
     try:
         check_settings(cfg)  # before Ray starts: a folder made with other settings is refused at once

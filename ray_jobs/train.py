@@ -28,6 +28,8 @@ from ray_jobs.shard_reader import read_split
 
 COMPLETE = "fet_complete.json"
 
+OVERRIDES_EXAMPLE = "steps=2000 optim.lr=1e-4 scaling.num_workers=8"  # shown in --help
+
 
 def _absolute(value: str) -> str:
     if "://" in value or Path(value).is_absolute():
@@ -131,7 +133,7 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None, stage: str | None = None) -> None:
-    args = parse_args(f"ray_jobs.train{'_' + stage if stage else ''}", __doc__, argv)
+    args = parse_args(f"ray_jobs.train{'_' + stage if stage else ''}", __doc__, OVERRIDES_EXAMPLE, argv)
     job = load_job_config(TrainJobConfig, args)
     if stage is not None:
         if job.stage != stage and args.config and "stage" in _yaml_keys(args.config):

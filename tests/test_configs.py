@@ -78,6 +78,38 @@ def test_overrides_and_errors():
         apply_overrides({}, ["steps"])
 
 
+def test_an_error_names_the_override_that_caused_it_and_a_file_only_when_the_file_is_at_fault(tmp_path):
+    path = CONFIGS / "train/stage1_tiny.yaml"
+    with pytest.raises(ConfigError) as e:  # the file is fine: the message must not send the reader to it
+        load_config(Stage1Config, path, ["steps=7", "optim.lrr=1e-3", "steps=abc"])
+    assert str(e.value).startswith("override 'optim.lrr=1e-3': optim: unknown key(s) ['lrr']")
+    with pytest.raises(ConfigError, match=r"^override 'steps=-1': steps="):  # refused by validate()
+        load_config(Stage1Config, path, ["steps=-1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stepz: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: Stage1Config: unknown key\(s\) \['stepz'\]"):
+        load_config(Stage1Config, bad, ["steps=7"])
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"\x80\x00\xff" * 10)
+    with pytest.raises(ConfigError, match=rf"^{binary}: not a text file \(expected YAML in UTF-8\)"):
+        load_config(Stage1Config, binary)
+
+
+@pytest.mark.parametrize("job", ["train", "preprocess", "evaluate"])
+def test_each_jobs_help_example_overrides_its_own_config(job):
+    """``--help`` shows overrides that the job's default config accepts (not another job's keys)."""
+    import importlib
+
+    from fet.data.preprocess import PreprocessConfig
+    from fet.evaluation.config import EvalConfig
+    from fet.training.job_config import TrainJobConfig
+
+    module = importlib.import_module(f"ray_jobs.{job}")
+    cls, path = {"train": (TrainJobConfig, "train/ray/stage1_tiny.yaml"), "preprocess": (PreprocessConfig, "data/synthtalk.yaml"),
+                 "evaluate": (EvalConfig, "eval/synthtalk.yaml")}[job]  # fmt: skip
+    load_config(cls, CONFIGS / path, module.OVERRIDES_EXAMPLE.split())
+
+
 def check_train_job(cfg, path: Path) -> None:
     """A Ray Train config: the job validates, its stage matches its file name, its task section fits the
     stage, its DeepSpeed file resolves, and the tiny ones run on CPU while the paper ones use GPUs."""

@@ -83,8 +83,8 @@ def test_a_bad_training_config_is_refused_with_its_reason_and_no_traceback(tmp_p
     from fet.cli import main
 
     cases = {
-        ("stepz=3",): "Stage1Config: unknown key(s) ['stepz']; expected some of ['batch_size',",
-        ("steps=abc",): "steps: expected an integer, got 'abc'",
+        ("stepz=3",): "override 'stepz=3': Stage1Config: unknown key(s) ['stepz']; expected some of ['batch_size',",
+        ("steps=abc",): "override 'steps=abc': steps: expected an integer, got 'abc'",
         ("--config", str(tmp_path / "none.yaml")): f"{tmp_path / 'none.yaml'}: no such file",
     }
     for args, message in cases.items():
