@@ -139,10 +139,16 @@ class FaceEditTalkerPipeline:
 
     @torch.no_grad()
     def encode(
-        self, image: ImageInput, landmarks: FaceLandmarks | None = None, steps: int | None = None, name: str = "image"
+        self,
+        image: ImageInput,
+        landmarks: FaceLandmarks | None = None,
+        steps: int | None = None,
+        name: str | None = None,
     ) -> Reference:
         """Prepare and invert a reference face. With ``landmarks`` the image is taken as an already aligned
-        square crop with those landmarks (e.g. a SynthTalk or preprocessed frame); no detection runs."""
+        square crop with those landmarks (e.g. a SynthTalk or preprocessed frame); no detection runs.
+        Errors name the image by ``name``, else its path, else "image"."""
+        name = name or _input_name(image, "image")
         notes: list[str] = []
         if landmarks is None:
             crop, landmarks, notes = self.align(image, name)
@@ -272,7 +278,7 @@ class FaceEditTalkerPipeline:
                 )
         else:
             speech = load_audio(audio, max_seconds=self.cfg.max_seconds)
-        check_speech(speech, self.cfg.min_seconds)
+        check_speech(speech, self.cfg.min_seconds, name=_input_name(audio, "audio"))
         ref = image if isinstance(image, Reference) else self.encode(image, reference_landmarks, steps)
         points = self.motion(speech, ref, pose_style)
         T, bs = points.shape[0], self.cfg.batch_size if batch_size is None else batch_size
@@ -308,6 +314,11 @@ class FaceEditTalkerPipeline:
             np.concatenate(kept) if kept else None,
             list(ref.notes),
         )
+
+
+def _input_name(value: object, default: str) -> str:
+    """How errors name an input: its path or URI when it is one, else ``default``."""
+    return str(value) if isinstance(value, str | os.PathLike) else default
 
 
 def _rgb(image: ImageInput) -> np.ndarray:

@@ -7,6 +7,7 @@ import decord
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fet.audio.load import AudioError
 from fet.bundle import BundleError, load_bundle, load_talker, save_talker
@@ -409,6 +410,25 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
               "-o", str(tmp_path / "bad.mp4")])  # fmt: skip
     assert e.value.code == 2 and "none.wav: no such audio file" in capsys.readouterr().err
     assert not (tmp_path / "bad.mp4").exists()
+    silent, blank = tmp_path / "silent.wav", tmp_path / "blank.png"
+    wavfile.write(silent, 16000, np.zeros(16000, np.int16))
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(blank)
+    for image, audio, message in [(portrait, silent, f"{silent}: is silent"), (blank, wav, f"{blank}: no face found")]:
+        with pytest.raises(SystemExit) as e:  # the message names the file at fault
+            main(
+                [
+                    "generate",
+                    "--bundle",
+                    bundle,
+                    "--image",
+                    str(image),
+                    "--audio",
+                    str(audio),
+                    "-o",
+                    str(tmp_path / "bad.mp4"),
+                ]
+            )
+        assert e.value.code == 2 and f"fet generate: error: {message}" in capsys.readouterr().err
     for flag in ("--steps", "--batch-size"):  # 0 is refused, not read as "the default"
         with pytest.raises(SystemExit) as e:
             main(["generate", "--bundle", bundle, "--image", str(portrait), "--audio", str(wav), flag, "0",
