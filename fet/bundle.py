@@ -33,7 +33,7 @@ from fet.device import resolve_device
 from fet.editing.attributes import AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
 from fet.editor import load_attribute_classifier, load_attribute_library
-from fet.landmarks.face_mesh import face_landmarker_bytes
+from fet.landmarks.face_mesh import check_face_landmarker, face_landmarker_bytes
 from fet.lineage import LineageError, check_lineage
 from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from fet.models.audio2pose import Audio2Pose, Audio2PoseConfig
@@ -112,10 +112,16 @@ def _copy(src: str, dst: str) -> None:
     storage.write_bytes(dst, storage.read_bytes(src))
 
 
-def _copy_tree(src: str, dst: str) -> None:
-    base = str(src).rstrip("/")
-    for f in storage.list_files(base):
-        _copy(f, storage.join(dst, f[len(base) + 1 :]))
+def _tree_files(src: str | None, what: str) -> tuple[str, list[str]]:
+    """(the folder, its files) of weights to copy into a bundle; BundleError when there are none."""
+    base = str(src or "").rstrip("/")
+    try:
+        files = storage.list_files(base) if base else []
+    except storage.NotFoundError:
+        files = []
+    if not files:
+        raise BundleError(f"{src or '(no path)'}: no files; expected {what}")
+    return base, files
 
 
 def export_bundle(
@@ -157,18 +163,26 @@ def export_bundle(
         check_lineage(image_dir, {"stage2": editing_dir, "stage3": talker_dir})
     except LineageError as e:
         raise BundleError(str(e)) from e
+    try:
+        landmarker = face_landmarker_bytes(face_landmarker)
+    except (OSError, ValueError) as e:
+        raise BundleError(str(e)) from e
+    trees = {}  # weights named by path in the configs, copied in so that the bundle stands alone
+    if audio.kind == "wav2vec2":
+        trees["audio_encoder"] = _tree_files(audio.path, f"the wav2vec2 model named in {audio_dir}/audio_encoder.json")
+    if image_cfg.get("codec") != "identity":
+        trees["codec"] = _tree_files(image_cfg["codec_path"], f"the codec named in {talker_dir}/denoiser.json")
+    # everything is checked above; from here the old bundle is replaced
     storage.delete(storage.join(out, "bundle.json"))  # written last: until then no loader takes a half-replaced bundle
     for name, path in files.items():
         _copy(path, storage.join(out, name))
-    storage.write_bytes(storage.join(out, "face_landmarker.task"), face_landmarker_bytes(face_landmarker))
-
+    storage.write_bytes(storage.join(out, "face_landmarker.task"), landmarker)
+    for folder, (base, tree) in trees.items():
+        for f in tree:
+            _copy(f, storage.join(out, folder, f[len(base) + 1 :]))
     if audio.kind == "wav2vec2":
-        _copy_tree(audio.path, storage.join(out, "audio_encoder"))
         audio.path = "audio_encoder"
     storage.write_text(storage.join(out, "audio_encoder.json"), json.dumps(dataclasses.asdict(audio), indent=2))
-
-    if image_cfg.get("codec") != "identity":
-        _copy_tree(image_cfg["codec_path"], storage.join(out, "codec"))
     info = {
         "format_version": BUNDLE_FORMAT,
         "components": {n: read_component_config(out, n, n) for n in WEIGHT_COMPONENTS},
@@ -254,7 +268,11 @@ def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
                 f"bundle {uri}: {name} expects {m.cfg.feature_dim}-d audio features, "
                 f"the audio encoder gives {audio_encoder.dim}"
             )
-    landmarker = storage.read_bytes(storage.join(uri, "face_landmarker.task"))  # MediaPipe reads it from memory
+    task = storage.join(uri, "face_landmarker.task")
+    try:  # MediaPipe reads it from memory
+        landmarker = check_face_landmarker(storage.read_bytes(task), task)
+    except ValueError as e:
+        raise BundleError(f"bundle {uri}: {e}") from e
     modules = [encoder, talker, classifier, audio_encoder, audio2mesh, audio2pose]
     codec = build_codec(image_cfg)
     for m in [*modules, codec]:

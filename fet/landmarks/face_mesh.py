@@ -13,6 +13,7 @@ The bundle is found at an explicit path, else ``$FET_FACE_LANDMARKER``, else ins
 from __future__ import annotations
 
 import functools
+import io
 import os
 import struct
 import zipfile
@@ -25,6 +26,9 @@ from fet import storage
 
 NUM_MESH_VERTICES = 468
 NUM_LANDMARKS = 478
+# what a face_landmarker.task holds that the detector (with blendshapes and transforms) and the mesh use
+TASK_MEMBERS = ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite",
+                "geometry_pipeline_metadata_landmarks.binarypb")  # fmt: skip
 RIGHT_IRIS = list(range(468, 473))  # centre + 4 rim points of the subject's right eye (MediaPipe order)
 LEFT_IRIS = list(range(473, 478))
 
@@ -103,8 +107,22 @@ def face_landmarker_bytes(path: str | os.PathLike | None = None) -> bytes:
     """The contents of the ``face_landmarker.task`` to use: the file at a path or ``s3://`` URI, else the one
     ``face_landmarker_path`` finds. Held in memory, nothing is copied to disk."""
     if path is not None and storage.is_s3(path):
-        return storage.read_bytes(path)
-    return face_landmarker_path(path).read_bytes()
+        return check_face_landmarker(storage.read_bytes(path), str(path))
+    found = face_landmarker_path(path)
+    return check_face_landmarker(found.read_bytes(), str(found))
+
+
+def check_face_landmarker(data: bytes, name: str) -> bytes:
+    """``data`` if it is a MediaPipe FaceLandmarker model bundle, else ValueError naming ``name``: MediaPipe
+    itself only says "Unable to open zip archive", and only when the first image is detected."""
+    try:
+        members = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{name}: not a MediaPipe model bundle (a .task zip); expected face_landmarker.task") from e
+    missing = [m for m in TASK_MEMBERS if m not in members]
+    if missing:
+        raise ValueError(f"{name}: a zip without {missing}; expected MediaPipe's face_landmarker.task")
+    return data
 
 
 @functools.lru_cache(maxsize=2)

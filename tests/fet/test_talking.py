@@ -1,6 +1,9 @@
 """Audio2Mesh, Audio2Pose, PoseGuider, talker, bundle and pipeline (tiny, CPU, saved and reloaded)."""
 
+import json
+import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import decord
@@ -343,6 +346,10 @@ def test_bundle_missing_a_component_is_named(bundle, tmp_path):
         load_bundle(str(broken))
     with pytest.raises(BundleError, match="no bundle.json"):
         load_bundle(str(tmp_path))
+    (broken / "audio2pose.safetensors").write_bytes((Path(bundle) / "audio2pose.safetensors").read_bytes())
+    (broken / "face_landmarker.task").write_bytes(b"RIFF....WAVEfmt ")  # refused at load, not at the first image
+    with pytest.raises(BundleError, match=r"face_landmarker.task: not a MediaPipe model bundle \(a .task zip\)"):
+        load_bundle(str(broken))
 
 
 def test_export_refuses_components_trained_on_another_stage1_and_keeps_the_bundle_it_would_replace(tmp_path):
@@ -366,10 +373,31 @@ def test_export_refuses_components_trained_on_another_stage1_and_keeps_the_bundl
     load_bundle(out)
     DiffusionAutoencoder.load(dirs["image_dir"]).save(str(tmp_path / "copy"))  # the same weights saved again
     export_bundle(out, **{**dirs, "image_dir": str(tmp_path / "copy")})
+    pose_config = (tmp_path / "audio" / "audio2pose.json").read_bytes()
     (tmp_path / "audio" / "audio2pose.json").unlink()
     with pytest.raises(BundleError, match=r"audio2pose.json: missing; every bundle needs audio2pose.json"):
         export_bundle(out, **dirs)
     assert (Path(out) / "bundle.json").exists()  # the complete bundle there before stays whole
+    (tmp_path / "audio" / "audio2pose.json").write_bytes(pose_config)
+    export_bundle(out, **dirs, face_landmarker=media("models/face_landmarker.task"))
+    before = {p.name: p.read_bytes() for p in Path(out).iterdir()}
+    wav2vec2 = tmp_path / "audio_w2v"
+    shutil.copytree(tmp_path / "audio", wav2vec2)
+    (wav2vec2 / "audio_encoder.json").write_text(json.dumps({"kind": "wav2vec2", "path": str(tmp_path / "no_w2v")}))
+    zipped = tmp_path / "other.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("face_detector.tflite", b"")
+    refused = {  # each found before the bundle there is touched
+        "a sound as the landmarker": ({"face_landmarker": str(media("audio/retalking_1.wav"))}, "retalking_1.wav: not a MediaPipe model bundle"),
+        "another zip": ({"face_landmarker": str(zipped)}, r"other.zip: a zip without \['face_landmarks_detector.tflite'"),
+        "no such landmarker": ({"face_landmarker": str(tmp_path / "none.task")}, "none.task: no such file"),
+        "wav2vec2 weights missing": ({"audio_dir": str(wav2vec2)}, rf"{tmp_path / 'no_w2v'}: no files; expected the wav2vec2 model named in"),
+    }  # fmt: skip
+    for case, (args, message) in refused.items():
+        with pytest.raises(BundleError, match=message):
+            export_bundle(out, **dirs | args)
+        assert {p.name: p.read_bytes() for p in Path(out).iterdir()} == before, case
+    load_bundle(out)
 
 
 def test_bundle_loads_from_s3(bundle, s3_bucket, tmp_path, monkeypatch):
