@@ -101,7 +101,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate()
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as e:  # a class's own error type (e.g. SourceError): a config error all the same
+            raise ConfigError(str(e)) from e
     return obj
 
 

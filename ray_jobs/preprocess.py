@@ -23,6 +23,7 @@ from fet.data.preprocess import (
     PreprocessConfig,
     add_audio_features,
     add_summary,
+    check_models,
     make_processor,
     pending,
     retry_message,
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.preprocess", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(PreprocessConfig, args)
     try:
+        check_models(cfg)  # before Ray starts: not found by every worker, each with a traceback
         check_settings(cfg)  # before Ray starts: a folder made with other settings is refused at once
     except (ConfigError, StorageError) as e:
         fail(e)

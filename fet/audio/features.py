@@ -86,6 +86,13 @@ class MelEncoder(nn.Module):
         return mel.cpu(), times
 
 
+def check_audio_weights(cfg: AudioEncoderConfig) -> None:
+    """FileNotFoundError unless the weights ``cfg`` names are there (one small read: a check before many
+    workers each load them)."""
+    if cfg.kind == "wav2vec2" and not storage.exists(storage.join(cfg.path, "config.json")):
+        raise FileNotFoundError(f"{cfg.path}: no config.json; expected a saved Wav2Vec2Model directory")
+
+
 class Wav2Vec2Encoder(nn.Module):
     """Hidden states of a saved ``Wav2Vec2Model`` (e.g. facebook/wav2vec2-base-960h), chunked."""
 

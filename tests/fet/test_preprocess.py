@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fet.config import load_config
+from fet.config import ConfigError, load_config
 from fet.data import shards
 from fet.data.celeba_attributes import format_celeba_attributes, read_celeba_attributes
 from fet.data.preprocess import PreprocessConfig, run_serial
@@ -126,13 +126,27 @@ def test_synthtalk_through_the_serial_runner(tmp_path):
     assert again["processed"] == 0 and again["skipped"] == 8
 
 
-def test_job_entry_point_reports_config_errors_without_a_traceback():
+def test_job_entry_point_reports_config_errors_without_a_traceback(tmp_path):
+    """Refused before Ray starts: the models every worker would load are checked once, by the job."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/data/synthtalk.yaml",
-                          "sources.0.kind=lrs3"], capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert out.returncode == 2 and "unknown data set 'lrs3'" in out.stderr and "Traceback" not in out.stderr
+    cases = {
+        "sources.0.kind=lrs3": "override 'sources.0.kind=lrs3': source.kind: unknown data set 'lrs3'",
+        f"face_landmarker={media('audio/retalking_1.wav')}": "face_landmarker: /",  # not found by each worker
+        f"face_landmarker={tmp_path / 'none.task'}": f"face_landmarker: face landmarker bundle {tmp_path / 'none.task'}: no such file",
+        f"audio={{kind: wav2vec2, path: {tmp_path}, stack: 2}}": f"audio.path: {tmp_path}: no config.json; expected a saved Wav2Vec2Model",
+    }  # fmt: skip
+    for override, message in cases.items():
+        out = subprocess.run([sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/data/synthtalk.yaml",
+                              f"out={tmp_path / 'shards'}", override], capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 2 and f"error: {message}" in out.stderr, (override, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
+    cfg = load_config(PreprocessConfig, "configs/data/synthtalk.yaml", [f"out={tmp_path / 'shards'}"])
+    cfg.face_landmarker = str(media("audio/retalking_1.wav"))
+    with pytest.raises(ConfigError, match="retalking_1.wav: not a MediaPipe model bundle"):
+        run_serial(cfg, progress=False)
+    assert not (tmp_path / "shards").exists()
 
 
 def test_a_shard_folder_refuses_a_run_with_other_row_settings_and_takes_more_inputs(tmp_path):
@@ -141,8 +155,6 @@ def test_a_shard_folder_refuses_a_run_with_other_row_settings_and_takes_more_inp
     other Ray resources make the same rows, so the folder takes those."""
     import subprocess
     import sys
-
-    from fet.config import ConfigError
 
     generate(tmp_path / "st", images=6, clips=0, size=32, seconds=1.0, workers=1, progress=False)
     out = tmp_path / "shards"

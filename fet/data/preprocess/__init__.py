@@ -4,7 +4,15 @@ from fet.data.preprocess.clips import ClipPreprocessor, add_audio_features
 from fet.data.preprocess.config import ClipFilters, PreprocessConfig, RayDataConfig, encoder_name
 from fet.data.preprocess.images import ImagePreprocessor
 from fet.data.preprocess.rows import Reject
-from fet.data.preprocess.run import add_summary, make_processor, pending, retry_message, run_serial, shard_kind
+from fet.data.preprocess.run import (
+    add_summary,
+    check_models,
+    make_processor,
+    pending,
+    retry_message,
+    run_serial,
+    shard_kind,
+)
 
 __all__ = [
     "ClipFilters",
@@ -15,6 +23,7 @@ __all__ = [
     "Reject",
     "add_audio_features",
     "add_summary",
+    "check_models",
     "encoder_name",
     "make_processor",
     "pending",

@@ -13,6 +13,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from fet.audio.features import check_audio_weights
+from fet.config import ConfigError
 from fet.data import shards
 from fet.data.preprocess.clips import ClipPreprocessor
 from fet.data.preprocess.config import PreprocessConfig
@@ -20,6 +22,7 @@ from fet.data.preprocess.images import ImagePreprocessor
 from fet.data.preprocess.settings import check_settings
 from fet.data.shard_preview import write_previews
 from fet.data.sources import ClipItem, ImageItem, SourceConfig, SourceError, list_items
+from fet.landmarks.face_mesh import face_landmarker_bytes
 
 logger = logging.getLogger(__name__)
 Work = tuple[ClipItem | ImageItem, set[str]]  # an input and the segment ids of it already published
@@ -58,6 +61,20 @@ def _pending(cfg: PreprocessConfig, source: SourceConfig, items: list) -> tuple[
     return todo, len(items)
 
 
+def check_models(cfg: PreprocessConfig) -> None:
+    """ConfigError unless the models every worker loads are there and of the right kind: found by the job
+    before it starts, not by each worker with a traceback."""
+    try:
+        face_landmarker_bytes(cfg.face_landmarker)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"face_landmarker: {e}") from e
+    if any(source.is_clips for source in cfg.sources):
+        try:
+            check_audio_weights(cfg.audio_encoder)
+        except OSError as e:
+            raise ConfigError(f"audio.path: {e}") from e
+
+
 def make_processor(cfg: PreprocessConfig, kind: str, audio_features: bool = True):
     return ClipPreprocessor(cfg, audio_features) if kind == "clips" else ImagePreprocessor(cfg)
 
@@ -67,6 +84,7 @@ def run_serial(cfg: PreprocessConfig, progress: bool = True) -> dict[str, Any]:
     stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "retry": 0, "retry_detail": "",
                              "timings": Counter()}  # fmt: skip
     t0 = time.perf_counter()
+    check_models(cfg)
     check_settings(cfg)
     for source, todo, total in pending(cfg):
         kind = shard_kind(source)
