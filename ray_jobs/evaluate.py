@@ -124,6 +124,10 @@ def _preview(records: list[dict[str, Any]]) -> bytes:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.evaluate", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(EvalConfig, args)
+    try:  # before Ray starts and the clips are generated, not after
+        tracking.check_reachable(cfg.mlflow.tracking_uri)
+    except ConnectionError as e:
+        fail(e)
     init_ray(args.address)
     try:
         summary = run(cfg)

@@ -92,6 +92,22 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len(SQLITE) :]) if tracking_uri.startswith(SQLITE) else None
 
 
+def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
+    """ConnectionError naming ``tracking_uri`` when it is a tracking server that does not answer. MLflow's
+    client retries a refused connection for minutes before its traceback; a job checks once, up front.
+    Any HTTP answer counts: authentication and the API are MLflow's to judge."""
+    if urlsplit(tracking_uri).scheme not in ("http", "https"):
+        return
+    import requests
+
+    try:
+        requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as e:
+        reason = type(e).__name__
+        raise ConnectionError(f"mlflow.tracking_uri={redact(tracking_uri)}: the tracking server does not answer "
+                              f"({reason}); start it or correct the URI") from e  # fmt: skip
+
+
 def open_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` on ``tracking_uri``. The first open of a SQLite store in a process holds an
     exclusive lock next to the database: opening a new store creates and migrates its schema, and two

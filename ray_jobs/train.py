@@ -18,7 +18,7 @@ from typing import Any
 
 from fet import storage
 from fet.config import ConfigError, to_dict
-from fet.data.shards import ShardError
+from fet.data.shards import ShardError, shard_files
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
@@ -63,7 +63,9 @@ def check(job: TrainJobConfig) -> TrainingTask:
     """Fail fast in the driver on what the workers would otherwise fail on later → the stage's task
     (its section validated, its frozen inputs loaded)."""
     job.validate()
-    return build_task(job)
+    task = build_task(job)
+    shard_files(job.data.shards, task.kind)  # raises ShardError when there are none to train on
+    return task
 
 
 def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
@@ -91,6 +93,7 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
         return result | {"already_complete": True}
     task = task or check(job)
     check_run_settings(job, finished=False)  # refuses to resume it with other settings
+    train_data = dataset(job, task.kind, task.columns)  # before the MLflow run, which a failure here would strand
     run_id = tracking.start_run(job.mlflow.tracking_uri, job.mlflow.experiment, job.name, to_dict(job),
                                 {"fet.stage": job.stage})  # fmt: skip
     print(f"[{job.name}] MLflow run {run_id} at {job.mlflow.tracking_uri}")
@@ -109,7 +112,7 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
             failure_config=FailureConfig(max_failures=job.checkpoint.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.keep),
         ),
-        datasets={"train": dataset(job, task.kind, task.columns)},
+        datasets={"train": train_data},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     start = time.time()
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
     try:
         task = check(resolve(job))
         check_run_settings(job, finished=storage.exists(marker(job)))  # before Ray starts
+        tracking.check_reachable(job.mlflow.tracking_uri)
     except (ConfigError, ShardError, ValueError, OSError) as e:
         fail(e)
     init_ray(args.address)

@@ -119,11 +119,13 @@ def deepspeed_config(cfg: TrainJobConfig) -> dict[str, Any]:
     """The DeepSpeed config file with the values this run decides filled in ("auto" as in HF's
     integration): micro-batch, accumulation, clipping and precision follow ``cfg``."""
     src = cfg.deepspeed_file()
-    text = storage.read_text(src) if isinstance(src, str) else src.read_text()
+    data = storage.read_bytes(src) if isinstance(src, str) else src.read_bytes()
     try:
-        ds = json.loads(text)
-    except json.JSONDecodeError as e:
+        ds = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{src}: not valid JSON ({e})") from e
+    if not isinstance(ds, dict):
+        raise ConfigError(f"{src}: expected a JSON object (a DeepSpeed config), got {type(ds).__name__}")
     if "optimizer" in ds or "scheduler" in ds:
         raise ConfigError(f"{src}: leave out 'optimizer' and 'scheduler'; they come from the optim section")
     ds["train_micro_batch_size_per_gpu"] = cfg.batch_size

@@ -11,6 +11,7 @@ import torch
 
 from fet.metrics.inception import FIDInception
 from ray_jobs import evaluate
+from tests.conftest import unreachable_endpoint
 from tests.fet.talking_helpers import build_bundle
 
 pytestmark = pytest.mark.timeout(600)
@@ -58,3 +59,8 @@ def test_evaluation_job_refuses_a_missing_bundle_with_a_message(local_ray, synth
         evaluate.main([f"shards={synthtalk_shards}", f"bundle={tmp_path / 'nowhere'}", f"out={tmp_path / 'eval'}"])
     assert done.value.code == 2
     assert "no bundle.json" in capsys.readouterr().err
+    server = unreachable_endpoint()  # refused before any clip is generated, not after (MLflow is logged last)
+    with pytest.raises(SystemExit) as done:
+        evaluate.main([f"shards={synthtalk_shards}", f"bundle={tmp_path / 'nowhere'}", f"mlflow.tracking_uri={server}"])
+    assert done.value.code == 2
+    assert f"error: mlflow.tracking_uri={server}: the tracking server does not answer" in capsys.readouterr().err
