@@ -31,6 +31,7 @@ from fet.evaluation.report import build_report, per_clip_rows, report_json, to_c
 from fet.images import encode_png
 from ray_jobs import tracking
 from ray_jobs.common import QUIET_ENV, fail, init_ray, load_job_config, parse_args
+from ray_jobs.run_logger import FINAL_WAIT, RunLogger
 from ray_jobs.shard_reader import read_split
 
 COLUMNS = ["clip_id", "speaker", "split", "fps", "frames", "audio", "landmarks", "transform", "blendshapes"]
@@ -101,13 +102,13 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     name = cfg.mlflow.run_name or f"eval-{cfg.split}-{Path(cfg.bundle.rstrip('/')).name}"
     params = to_dict(cfg) | {"bundle_runs": info.get("runs", {})}
     run_id = tracking.new_run(uri, cfg.mlflow.experiment, name, params, {"fet.kind": "evaluation"})
-    logger = tracking.RunLogger(uri, run_id)
+    logger = RunLogger(uri, run_id)
     logger.metrics(report.metrics() | {"clips": float(report.clips)}, step=0)
-    logger.flush()
     for k, why in report.skipped.items():
         logger.tag(f"skipped.{k}", why[:4000])
     logger.files({**{n: t.encode() for n, t in outputs.items()}, "preview.png": previews}, "evaluation")
-    tracking.finish(uri, run_id, "FINISHED")
+    if logger.close(FINAL_WAIT) == 0:
+        tracking.finish(uri, run_id, "FINISHED")
     summary = {"clips": report.clips, "out": cfg.out, "mlflow_run_id": run_id, "tracking_uri": uri,
                "metrics": report.metrics(), "skipped": report.skipped, "seconds": time.perf_counter() - t0}  # fmt: skip
     return summary

@@ -13,14 +13,12 @@ import fcntl
 import os
 import platform
 import re
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 
 RUN_NAME_TAG = "fet.run_name"
@@ -169,48 +167,12 @@ def new_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str,
     return run.info.run_id
 
 
-class RunLogger:
-    """Rank 0's handle on the MLflow run: batched metrics, images and the final component."""
-
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
-        self.client = open_client(tracking_uri)
-        self.run_id = run_id
-        self.pending: list[Metric] = []
-
-    def metrics(self, values: dict[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
-
-    def flush(self) -> None:
-        for i in range(0, len(self.pending), 500):
-            self.client.log_batch(self.run_id, metrics=self.pending[i : i + 500])
-        self.pending = []
-
-    def image(self, png: bytes, name: str, step: int | None = None) -> None:
-        """``samples/step_000100/name`` (or ``samples/final/name``) in the run's artifacts."""
-        self.files({name: png}, "samples/final" if step is None else f"samples/step_{step:06d}")
-
-    def files(self, contents: dict[str, bytes], folder: str) -> None:
-        """Each ``{name: bytes}`` as the artifact ``folder/name``."""
-        with tempfile.TemporaryDirectory() as d:
-            for name, data in contents.items():
-                (Path(d) / name).write_bytes(data)
-            self.client.log_artifacts(self.run_id, d, folder)
-
-    def tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
-
-    def component(self, directory: str, model_name: str | None) -> str | None:
-        """Log the exported component's files; register them as a new version of ``model_name``."""
-        self.client.log_artifacts(self.run_id, directory, "component")
-        if not model_name:
-            return None
-        with contextlib.suppress(MlflowException):  # already registered
-            self.client.create_registered_model(model_name)
-        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/component"
-        version = self.client.create_model_version(model_name, source, run_id=self.run_id)
-        return str(version.version)
-
-
-def finish(tracking_uri: str, run_id: str, status: str) -> None:
-    open_client(tracking_uri).set_terminated(run_id, status=status)
+def finish(tracking_uri: str, run_id: str, status: str) -> bool:
+    """Mark the run ended with ``status`` → whether MLflow took it. A tracking server that does not answer
+    is reported, not raised: the job's outcome stands without it."""
+    try:
+        open_client(tracking_uri).set_terminated(run_id, status=status)
+    except (MlflowException, OSError) as e:
+        print(f"MLflow at {tracking_uri}: run {run_id} could not be marked {status} ({type(e).__name__})", flush=True)
+        return False
+    return True

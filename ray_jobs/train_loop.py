@@ -35,7 +35,7 @@ from fet.training.job_config import TrainJobConfig, deepspeed_config
 from fet.training.optim import lr_lambda, step_generator
 from fet.training.tasks import StageModel, TrainingTask, build_task
 from fet.training.tasks.base import all_reduce
-from ray_jobs.tracking import RunLogger
+from ray_jobs.run_logger import FINAL_WAIT, RunLogger
 
 TAG = "ds"  # DeepSpeed checkpoint tag inside each Ray Train checkpoint
 
@@ -237,16 +237,15 @@ def _finish(job: TrainJobConfig, task: TrainingTask, ema: EMA, logger: RunLogger
         task.export(trained, d)
         for name, png in (report.images if report else {}).items():
             Path(d, name).write_bytes(png)
-        logger.metrics(metrics, job.steps)
-        logger.flush()
-        version = logger.component(d, job.model_name if job.mlflow.register else None)
-        info = {"name": job.name, "stage": job.stage, "steps": job.steps, "mlflow_run_id": logger.run_id,
-                "registered_model": job.model_name if version else None, "model_version": version,
-                "metrics": metrics}  # fmt: skip
-        Path(d, "training_run.json").write_text(json.dumps(info, indent=2))
-        for f in sorted(Path(d).rglob("*")):
+        for f in sorted(Path(d).rglob("*")):  # the component is out before MLflow is asked for anything
             if f.is_file():
                 storage.write_bytes(storage.join(job.out, f.relative_to(d).as_posix()), f.read_bytes())
-    for name, png in (report.images if report else {}).items():
-        logger.image(png, name)
+        logger.metrics(metrics, job.steps)
+        for name, png in (report.images if report else {}).items():
+            logger.image(png, name)
+        version = logger.component(d, job.model_name if job.mlflow.register else None, FINAL_WAIT)
+    info = {"name": job.name, "stage": job.stage, "steps": job.steps, "mlflow_run_id": logger.run_id,
+            "registered_model": job.model_name if version else None, "model_version": version,
+            "mlflow_unsent": logger.unsent, "metrics": metrics}  # fmt: skip
+    storage.write_text(storage.join(job.out, "training_run.json"), json.dumps(info, indent=2))
     return {**metrics, "model_version": version or ""}

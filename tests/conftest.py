@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny models, real media paths, and a real S3 API (SeaweedFS) on 127.0.0.1."""
+"""Shared fixtures: tiny models, real media paths, a real S3 API (SeaweedFS) and a real MLflow tracking server on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -162,3 +164,49 @@ def synthtalk_shards(tmp_path_factory) -> str:
                    SourceConfig(kind="synthtalk_images", root=str(root / "world" / "images"))]  # fmt: skip
     run_serial(cfg, progress=False)
     return str(root / "shards")
+
+
+class MlflowServer:
+    """An MLflow tracking server (``mlflow server``, SQLite store, artifacts served through it) on a fixed
+    port, to stop and start again as a real server restarts."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, _free_port(set())
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        mlflow = str(Path(os.sys.executable).parent / "mlflow")
+        cmd = [mlflow, "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}", "--artifacts-destination",
+               str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]  # fmt: skip
+        log = open(self.root / "server.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=1)
+                return
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    pytest.fail(f"mlflow server did not start: {(self.root / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path / "mlflow-server")
+    server.root.mkdir()
+    server.start()
+    yield server
+    server.stop()

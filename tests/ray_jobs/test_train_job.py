@@ -103,9 +103,9 @@ def _registered_checkpoint_step(prefix: str) -> int | None:
     return int(latest["metrics"]["step"]) if latest else None
 
 
-def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, killed: list) -> None:
+def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, killed: list, then=None) -> None:
     """SIGKILL one training worker once Ray Train has registered a checkpoint and rank 0 has logged a few
-    steps past it."""
+    steps past it; then call ``then`` with the step of that checkpoint."""
     deadline = time.time() + 400
     while time.time() < deadline:
         time.sleep(0.2)
@@ -129,20 +129,38 @@ def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, kill
                 # what was killed, and when, for a failure message
                 killed.append(f"pid {p.pid} ({cmd.split()[0]}, started {time.time() - born:.0f} s before), with "
                               f"checkpoint {checkpoint_step} registered and loss logged to step {logged}")  # fmt: skip
+                if then is not None:
+                    then(checkpoint_step)
                 return
 
 
-def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(local_ray, synthtalk_shards, s3_bucket, tmp_path):
+def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
+    local_ray, synthtalk_shards, s3_bucket, mlflow_server, tmp_path
+):
+    """A worker killed mid-run, and the tracking server down while the run resumes: the run ends with
+    exactly its steps, and every step's loss reaches the one MLflow run once the server is back."""
     cfg = job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
-              "steps=60", "task.eval_steps=3", "optim.warmup_steps=5")  # fmt: skip
-    cfg.mlflow.tracking_uri = tracking.local_tracking_uri(cfg.mlflow.tracking_uri, tmp_path)
+              "steps=60", "task.eval_steps=3", "optim.warmup_steps=5", f"mlflow.tracking_uri={mlflow_server.uri}")  # fmt: skip
+
+    def server_away_until_the_next_checkpoint(killed_at: int) -> None:
+        """The resumed rank 0 logs (every 5 steps) into a server that is not there until the resumed run
+        has registered its next checkpoint (every 10 steps)."""
+        mlflow_server.stop()
+        deadline = time.time() + 400
+        while (_registered_checkpoint_step(f"{s3_bucket}/ray/stage1-kill/") or 0) <= killed_at:
+            assert time.time() < deadline, "the resumed run registered no checkpoint"
+            time.sleep(0.5)
+        outage.append(killed_at)
+        mlflow_server.start()
+
     killed: list[str] = []
-    watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
-                               args=(cfg, f"{s3_bucket}/ray/stage1-kill/", killed), daemon=True)  # fmt: skip
+    outage: list[int] = []
+    watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint, daemon=True,
+                               args=(cfg, f"{s3_bucket}/ray/stage1-kill/", killed, server_away_until_the_next_checkpoint))  # fmt: skip
     watcher.start()
     summary = run(cfg)
-    watcher.join(timeout=5)
-    assert killed, "no Ray Train worker was found to kill"
+    watcher.join(timeout=60)
+    assert killed and outage, ("no Ray Train worker was found to kill", killed, outage)
     assert summary["steps"] == 60 and summary["metrics"]["resumed_from"] != "", (killed, summary["metrics"])
     assert summary["checkpoint"].startswith(f"{s3_bucket}/ray/stage1-kill/checkpoint_")
     state = json.loads(storage.read_text(storage.join(summary["checkpoint"], "state.json")))
@@ -153,9 +171,10 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(local_ray, sy
     assert run_id == summary["mlflow_run_id"]
     steps = {m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss")}
     assert steps == set(range(1, 61))  # one MLflow run across the restart, every step logged
+    assert json.loads(storage.read_text(f"{cfg.out}/training_run.json"))["mlflow_unsent"] == 0
 
     again = run(job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
-                    "steps=60"))  # fmt: skip
+                    "steps=60", f"mlflow.tracking_uri={uri}"))  # fmt: skip
     assert again["already_complete"] and again["mlflow_run_id"] == run_id
     exp = MlflowClient(uri).get_experiment_by_name(cfg.mlflow.experiment)
     assert len(MlflowClient(uri).search_runs([exp.experiment_id])) == 1
