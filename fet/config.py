@@ -214,8 +214,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     the file."""
     base = read_yaml(path) if path is not None else {}
     overrides = list(overrides or [])
+    data = apply_overrides(base, overrides)  # a malformed override is named by its own error
     try:
-        return from_dict(cls, apply_overrides(base, overrides))
+        return from_dict(cls, data)
     except ConfigError as e:
         culprit, error = _first_bad_override(cls, base, overrides)
         if culprit is not None:

@@ -89,6 +89,8 @@ def test_an_error_names_the_override_that_caused_it_and_a_file_only_when_the_fil
     bad.write_text("stepz: 3\n")
     with pytest.raises(ConfigError, match=rf"^{bad}: Stage1Config: unknown key\(s\) \['stepz'\]"):
         load_config(Stage1Config, bad, ["steps=7"])
+    with pytest.raises(ConfigError, match=r"^override 'steps.x=3': 'steps' is a value, not a section$"):
+        load_config(Stage1Config, path, ["steps=5", "steps.x=3"])  # named once
     binary = tmp_path / "weights.yaml"
     binary.write_bytes(b"\x80\x00\xff" * 10)
     with pytest.raises(ConfigError, match=rf"^{binary}: not a text file \(expected YAML in UTF-8\)"):
