@@ -23,7 +23,7 @@ import requests
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from ray_jobs.tracking import open_client
+from ray_jobs.tracking import open_client, redact
 
 SEND_ERRORS = (MlflowException, requests.RequestException, OSError)
 BATCH = 500  # metrics per log_batch request (MLflow's limit is 1000)
@@ -41,7 +41,8 @@ class RunLogger:
         for key, value in REQUEST_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self.client = open_client(tracking_uri)
-        self.tracking_uri = tracking_uri
+        self.tracking_uri = redact(tracking_uri)  # as it is printed: no password
+        self._raw_uri = tracking_uri
         self.run_id = run_id
         self.retry_seconds = retry_seconds
         self.metrics_queued: list[Metric] = []
@@ -89,7 +90,7 @@ class RunLogger:
         except SEND_ERRORS as e:
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
-                print(f"MLflow at {self.tracking_uri} does not take the run's logs ({_reason(e)}); training goes "
+                print(f"MLflow at {self.tracking_uri} does not take the run's logs ({self._reason(e)}); training goes "
                       f"on, and the {self.unsent} waiting are sent when it answers", flush=True)  # fmt: skip
             self.failures += 1
             self.next_try = time.monotonic() + min(300.0, self.retry_seconds * 2 ** (self.failures - 1))
@@ -149,6 +150,10 @@ class RunLogger:
     def _upload_dir(self, directory: str, folder: str) -> None:
         self.client.log_artifacts(self.run_id, directory, folder)
 
+    def _reason(self, error: Exception) -> str:
+        text = (str(error).splitlines() or [""])[0].replace(self._raw_uri, self.tracking_uri)
+        return f"{type(error).__name__}: {text[:200]}"
+
     def _register(self, model_name: str) -> str:
         try:
             self.client.create_registered_model(model_name)
@@ -157,8 +162,3 @@ class RunLogger:
                 raise
         source = f"{self.client.get_run(self.run_id).info.artifact_uri}/component"
         return str(self.client.create_model_version(model_name, source, run_id=self.run_id).version)
-
-
-def _reason(error: Exception) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text[:200]}"

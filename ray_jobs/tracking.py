@@ -173,6 +173,7 @@ def finish(tracking_uri: str, run_id: str, status: str) -> bool:
     try:
         open_client(tracking_uri).set_terminated(run_id, status=status)
     except (MlflowException, OSError) as e:
-        print(f"MLflow at {tracking_uri}: run {run_id} could not be marked {status} ({type(e).__name__})", flush=True)
+        print(f"MLflow at {redact(tracking_uri)}: run {run_id} could not be marked {status} ({type(e).__name__})",
+              flush=True)  # fmt: skip
         return False
     return True

@@ -59,12 +59,13 @@ def marker(job: TrainJobConfig) -> str:
     return storage.join(job.storage_path, job.name, COMPLETE)
 
 
-def check(job: TrainJobConfig) -> TrainingTask:
+def check(job: TrainJobConfig, data: bool = True) -> TrainingTask:
     """Fail fast in the driver on what the workers would otherwise fail on later → the stage's task
-    (its section validated, its frozen inputs loaded)."""
+    (its section validated, its frozen inputs loaded, and with ``data`` its shards there)."""
     job.validate()
     task = build_task(job)
-    shard_files(job.data.shards, task.kind)  # raises ShardError when there are none to train on
+    if data:
+        shard_files(job.data.shards, task.kind)  # raises ShardError when there are none to train on
     return task
 
 
@@ -143,8 +144,9 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
             fail(ConfigError(f"{args.config}: stage={job.stage!r}, but this entry point trains {stage!r}"))
         job.stage = stage
     try:
-        task = check(resolve(job))
-        check_run_settings(job, finished=storage.exists(marker(job)))  # before Ray starts
+        finished = storage.exists(marker(job))  # then it is not trained again: its shards may be gone
+        task = check(resolve(job), data=not finished)
+        check_run_settings(job, finished=finished)  # before Ray starts
         tracking.check_reachable(job.mlflow.tracking_uri)
     except (ConfigError, ShardError, ValueError, OSError) as e:
         fail(e)
