@@ -82,10 +82,12 @@ class RunLogger:
             return False
         try:
             while self.calls_queued:
-                self.calls_queued[0][1]()
+                what, call = self.calls_queued[0]
+                self._send(what, call)
                 self.calls_queued.pop(0)
             while self.metrics_queued:
-                self.client.log_batch(self.run_id, metrics=self.metrics_queued[:BATCH])
+                self._send(f"{min(BATCH, len(self.metrics_queued))} metrics",
+                           lambda: self.client.log_batch(self.run_id, metrics=self.metrics_queued[:BATCH]))  # fmt: skip
                 del self.metrics_queued[:BATCH]
         except SEND_ERRORS as e:
             if self.failing_since is None:
@@ -149,6 +151,17 @@ class RunLogger:
 
     def _upload_dir(self, directory: str, folder: str) -> None:
         self.client.log_artifacts(self.run_id, directory, folder)
+
+    def _send(self, what: str, call: Callable[[], None]) -> None:
+        """Make one request. One that MLflow refuses (an invalid value: a 4xx other than authentication,
+        timeout or rate limit) is dropped with a line, so it cannot hold back all that follows it."""
+        try:
+            call()
+        except MlflowException as e:
+            status = e.get_http_status_code()
+            if not 400 <= status < 500 or status in (401, 403, 408, 429):
+                raise
+            print(f"MLflow refused {what} of run {self.run_id} ({self._reason(e)}); dropped", flush=True)
 
     def _reason(self, error: Exception) -> str:
         text = (str(error).splitlines() or [""])[0].replace(self._raw_uri, self.tracking_uri)

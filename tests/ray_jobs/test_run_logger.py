@@ -53,8 +53,13 @@ def test_logs_wait_through_a_server_restart_and_reach_the_run(mlflow_server, tmp
     assert [a.path for a in client.list_artifacts(run_id, "component")] == ["component/weights.safetensors"]
     assert RunLogger(uri, run_id).component(str(component), "fet-test", wait=10) == "2"  # the model exists: a version
 
+    logger.tag("note?", "x")  # a key MLflow refuses: dropped, and it does not hold back what follows
+    logger.metrics({"loss": 4.5}, 5)
+    assert logger.flush() and "MLflow refused tag note?" in capsys.readouterr().out
+    assert (5, 4.5) in [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
+
     mlflow_server.stop()  # and does not come back: the end of the job waits a bounded time, then says so
-    logger.metrics({"loss": 5.0}, 5)
+    logger.metrics({"loss": 5.0}, 6)
     unsent, seconds = _timed(lambda: logger.close(wait=3))
     assert unsent == 1 and seconds < 60
     assert "1 logged items of run" in capsys.readouterr().out
