@@ -103,7 +103,7 @@ def edit_main(argv: list[str]) -> None:
         edits = pipe.bundle.library.parse_spec(args.edit) if args.edit else None
         parsed = pipe.parse(edits, args.text)  # refuse bad edits before the inversion
         ref = pipe.encode(args.image, steps=args.steps)
-        frame, parsed = pipe.edit(ref, parsed.edits, None, args.steps)
+        frame, _ = pipe.edit(ref, parsed.edits, None, args.steps)  # parsed keeps the text's ignored words
         image, notes = Image.fromarray(frame), ref.notes
     else:
         from fet.editor import FaceEditor

@@ -77,6 +77,9 @@ def parse_edits(
     Every α is checked against the library's range and every attribute must have a trained classifier.
     """
     parsed = library.parse_text(text) if text else ParsedEdits()
+    if text and not parsed.edits:  # not the unedited face, as if the request had been understood
+        raise ValueError(f"text: no known attribute in {text!r}; expected phrases such as 'add glasses' or "
+                         "'blond hair' (each attribute's synonyms are in the attribute library)")  # fmt: skip
     if edits:
         parsed.edits.update(library.normalize(edits))
     for attr, alpha in parsed.edits.items():

@@ -3,7 +3,7 @@ import torch
 
 from fet.editing.attributes import ATTRIBUTE_INDEX, AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
-from fet.editing.edit import edit_semantic
+from fet.editing.edit import edit_semantic, parse_edits
 from fet.editing.interpolate import slerp
 from fet.training.stage2 import classifier_aurocs, fit_classifier
 from tests.fet.helpers import SIZE
@@ -90,6 +90,18 @@ def test_text_parsing(text, expected, unknown):
     parsed = lib.parse_text(text)
     assert {k: round(v / 0.3) for k, v in parsed.edits.items()} == expected
     assert parsed.unknown == unknown
+
+
+def test_text_that_names_no_attribute_is_refused_not_taken_as_no_edit():
+    lib, clf = AttributeLibrary(default_alpha=0.3), AttributeClassifier(8)
+    clf.trained[:] = True
+    with pytest.raises(ValueError, match=r"text: no known attribute in 'zebra stripes'; expected phrases such as"):
+        parse_edits(lib, clf, None, "zebra stripes")
+    with pytest.raises(ValueError, match="no known attribute"):  # with explicit edits too: the text was not understood
+        parse_edits(lib, clf, {"Smiling": 0.2}, "zebra stripes")
+    parsed = parse_edits(lib, clf, None, "add glasses and a unicorn horn")  # partly understood: the rest is reported
+    assert parsed.edits == {"Eyeglasses": pytest.approx(0.3)} and parsed.unknown == ["unicorn", "horn"]
+    assert parse_edits(lib, clf, {"Smiling": 0.2}).edits == {"Smiling": 0.2}
 
 
 def test_intensity_words_scale_alpha_within_range():

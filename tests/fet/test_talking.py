@@ -465,6 +465,7 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
         assert f"argument {flag}: '0': expected a whole number of 1 or more" in capsys.readouterr().err
     refused = {  # each refused with a message and exit status 2, not a traceback
         ("--edit", "Wings=1"): "edit 'Wings=1': unknown attribute 'Wings'; expected one of the 40 CelebA names",
+        ("--text", "make it purple"): "text: no known attribute in 'make it purple'",
         ("--device", "gpu0"): "argument --device: device 'gpu0': not a device name; expected cpu, cuda or cuda:N",
         ("-o", str(tmp_path)): "is a folder; expected a file's path",
         ("-o", str(tmp_path / "talk.avi")): "talk.avi: expected a name ending in .mp4 or .m4v",
@@ -479,6 +480,20 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # refused before the inversion, which can take minutes
         main(["edit", "--bundle", bundle, "--image", str(portrait), "-o", str(tmp_path / "e.png" / "x.png")])
     assert e.value.code == 2 and "e.png is a file, not a folder" in capsys.readouterr().err
+    main(
+        [
+            "edit",
+            "--bundle",
+            bundle,
+            "--image",
+            str(portrait),
+            "--text",
+            "add glasses, purple",
+            "-o",
+            str(tmp_path / "e.png"),
+        ]
+    )
+    assert "ignored words that name no attribute: ['purple']" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["edit", "--bundle", bundle, "--image", str(portrait), "-o", str(tmp_path / "e.gif")])
     assert e.value.code == 2 and "e.gif: expected a name ending in .png, .jpg" in capsys.readouterr().err
