@@ -33,6 +33,13 @@ def load_job_config(cls: type[T], args: argparse.Namespace) -> T:
         fail(e)
 
 
+def say(text: str) -> None:
+    """One line to stdout, once. In a Ray Train worker ``print`` is patched to go to Train's log and, as
+    Ray wraps the worker's stdout, also to stdout, where Ray forwards both copies to the job's output."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def fail(error: Exception) -> NoReturn:
     """End the job with exit code 2 and a one-line message: a user error, not a traceback."""
     print(f"error: {error}", file=sys.stderr)

@@ -23,6 +23,7 @@ import requests
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from ray_jobs.common import say
 from ray_jobs.tracking import open_client, redact
 
 SEND_ERRORS = (MlflowException, requests.RequestException, OSError)
@@ -92,15 +93,15 @@ class RunLogger:
         except SEND_ERRORS as e:
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
-                print(f"MLflow at {self.tracking_uri} does not take the run's logs ({self._reason(e)}); training goes "
-                      f"on, and the {self.unsent} waiting are sent when it answers", flush=True)  # fmt: skip
+                say(f"MLflow at {self.tracking_uri} does not take the run's logs ({self._reason(e)}); training goes "
+                    f"on, and the {self.unsent} waiting are sent when it answers")  # fmt: skip
             self.failures += 1
             self.next_try = time.monotonic() + min(300.0, self.retry_seconds * 2 ** (self.failures - 1))
             return False
         self.failures = 0
         if self.failing_since is not None:
-            print(f"MLflow at {self.tracking_uri} answers again after {time.monotonic() - self.failing_since:.0f} s; "
-                  "what waited is sent", flush=True)  # fmt: skip
+            say(f"MLflow at {self.tracking_uri} answers again after {time.monotonic() - self.failing_since:.0f} s; "
+                "what waited is sent")  # fmt: skip
             self.failing_since = None
         return True
 
@@ -112,12 +113,12 @@ class RunLogger:
             if self.flush():
                 break
             if time.monotonic() + min(5.0, self.retry_seconds) > deadline:
-                print(f"MLflow at {self.tracking_uri}: {self.unsent} logged items of run {self.run_id} could not be "
-                      f"sent within {wait:.0f} s and are lost; the job's own outputs are not", flush=True)  # fmt: skip
+                say(f"MLflow at {self.tracking_uri}: {self.unsent} logged items of run {self.run_id} could not be "
+                    f"sent within {wait:.0f} s and are lost; the job's own outputs are not")  # fmt: skip
                 break
             time.sleep(min(5.0, self.retry_seconds))
         if self.dropped:
-            print(f"MLflow: {self.dropped} uploads were dropped while the server did not answer", flush=True)
+            say(f"MLflow: {self.dropped} uploads were dropped while the server did not answer")
         return self.unsent
 
     def component(self, directory: str, model_name: str | None, wait: float) -> str | None:
@@ -161,7 +162,7 @@ class RunLogger:
             status = e.get_http_status_code()
             if not 400 <= status < 500 or status in (401, 403, 408, 429):
                 raise
-            print(f"MLflow refused {what} of run {self.run_id} ({self._reason(e)}); dropped", flush=True)
+            say(f"MLflow refused {what} of run {self.run_id} ({self._reason(e)}); dropped")
 
     def _reason(self, error: Exception) -> str:
         text = (str(error).splitlines() or [""])[0].replace(self._raw_uri, self.tracking_uri)

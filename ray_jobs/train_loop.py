@@ -35,6 +35,7 @@ from fet.training.job_config import TrainJobConfig, deepspeed_config
 from fet.training.optim import lr_lambda, step_generator
 from fet.training.tasks import StageModel, TrainingTask, build_task
 from fet.training.tasks.base import all_reduce
+from ray_jobs.common import say
 from ray_jobs.run_logger import FINAL_WAIT, RunLogger
 
 TAG = "ds"  # DeepSpeed checkpoint tag inside each Ray Train checkpoint
@@ -167,7 +168,7 @@ def train_loop(config: dict[str, Any]) -> None:
     ema.updates = state.step  # the EMA warm-up continues where it stopped
     if state.resumed_from and logger:
         logger.tag("fet.resumed_from", ",".join(map(str, state.resumed_from)))
-        print(f"[{job.name}] resumed at step {state.step}/{job.steps} (epoch {state.epoch}, batch {state.batch})")
+        say(f"[{job.name}] resumed at step {state.step}/{job.steps} (epoch {state.epoch}, batch {state.batch})")
 
     val_rows = _val_rows(job, task) if rank == 0 else []
     window: list[float] = []
@@ -209,8 +210,8 @@ def train_loop(config: dict[str, Any]) -> None:
             if state.step % job.mlflow.log_every == 0 or state.step == job.steps:
                 logger.flush()
                 eta = (job.steps - state.step) * (time.time() - t0) / max(1, state.step - steps_at_t0)
-                print(f"[{job.name}] step {state.step}/{job.steps} loss {sum(window) / len(window):.4f} "
-                      f"{rate:.1f} samples/s eta {eta:.0f}s", flush=True)  # fmt: skip
+                say(f"[{job.name}] step {state.step}/{job.steps} loss {sum(window) / len(window):.4f} "
+                    f"{rate:.1f} samples/s eta {eta:.0f}s")  # fmt: skip
                 window = []
             every = job.mlflow.sample_every
             if every and state.step % every == 0 and state.step < job.steps and val_rows:

@@ -62,6 +62,7 @@ def test_training_through_ray_job_submit(ray_head, synthtalk_shards, tmp_path):
                   f"out={tmp_path / 'stage2'}", f"mlflow.tracking_uri=sqlite:///{db}", "task.eval_steps=2")  # fmt: skip
     log = done.stdout + done.stderr
     assert done.returncode == 0 and "succeeded" in log, log[-4000:]
+    assert log.count("[stage2-tiny] step 12/12 loss") == 1, log[-4000:]  # a worker's line reaches the job's log once
     info = json.loads((tmp_path / "stage2" / "training_run.json").read_text())
     assert info["steps"] == 12 and (tmp_path / "stage2" / "attribute_classifier.safetensors").exists()
     run = MlflowClient(f"sqlite:///{db}").get_run(info["mlflow_run_id"])
