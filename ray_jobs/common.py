@@ -22,7 +22,7 @@ def parse_args(prog: str, description: str, example: str, argv: list[str] | None
     p.add_argument("--config", help="YAML config (configs/...); defaults apply without one")
     p.add_argument("overrides", nargs="*", help=f"key=value overrides of the config's keys, e.g. {example}")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides before or after --config
 
 
 def load_job_config(cls: type[T], args: argparse.Namespace) -> T:

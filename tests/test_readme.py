@@ -37,9 +37,16 @@ def test_readme_command_names_a_module_and_a_config_that_exist(command):
     argv = shlex.split(command)
     module = argv[2]
     if JOB_MODULES.search(module):
+        from ray_jobs.common import parse_args
+
+        parse_args(module, "", "", argv[3:])  # overrides after --config are taken
         check_entrypoint(command)  # the config loads into that job's config and names its stage
         return
     assert importlib.util.find_spec(module) is not None, f"{module}: no such module"
     if "--config" in argv:
         config = README.parent / argv[argv.index("--config") + 1]
         assert config.is_file(), f"{command}: {config} is missing"
+    if module == "fet.train":  # parsed as the command parses it: overrides after --config, keys that exist
+        from fet.train import parse
+
+        parse([a.replace("configs/", str(README.parent / "configs") + "/", 1) for a in argv[3:]])

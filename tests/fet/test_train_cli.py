@@ -86,6 +86,13 @@ def test_a_bad_training_config_is_refused_with_its_reason_and_no_traceback(tmp_p
         ("stepz=3",): "override 'stepz=3': Stage1Config: unknown key(s) ['stepz']; expected some of ['batch_size',",
         ("steps=abc",): "override 'steps=abc': steps: expected an integer, got 'abc'",
         ("--config", str(tmp_path / "none.yaml")): f"{tmp_path / 'none.yaml'}: no such file",
+        ("--config", "configs/train/stage1_tiny.yaml", "stepz=3"): "override 'stepz=3': Stage1Config: unknown key",
+        (
+            "--config",
+            "configs/train/stage1_tiny.yaml",
+            f"data.images={tmp_path / 'none'}",
+            "steps=1",
+        ): f"{tmp_path / 'none'}: not a directory",  # found by the trainer: still a message, not a traceback
     }
     for args, message in cases.items():
         with pytest.raises(SystemExit) as e:
