@@ -137,6 +137,22 @@ def test_cli_writes_previews(tmp_path):
     assert bad.returncode != 0 and "--size 63: expected an even number" in bad.stderr
 
 
+def test_cli_refuses_counts_it_cannot_make_and_a_folder_it_cannot_create(tmp_path, capsys):
+    from fet.data.synthtalk.__main__ import main
+
+    (tmp_path / "file").write_text("x")
+    cases = {("--images", "-5"): "--images -5: expected 0 or more", ("--workers", "0"): "--workers 0: expected 1 or more",
+             ("--clips", "1", "--seconds", "0"): "--seconds 0: expected a positive clip length"}  # fmt: skip
+    for args, message in cases.items():
+        with pytest.raises(SystemExit) as e:
+            main(["--out", str(tmp_path / "w"), "--images", "0", "--clips", "0", *args])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a file where the folder would go: a message, not a traceback
+        main(["--out", str(tmp_path / "file" / "w"), "--images", "1", "--clips", "0"])
+    assert e.value.code == 2 and "cannot be created" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("attribute", GRID_ATTRIBUTES)
 def test_each_attribute_shows_at_the_embedded_default_size(attribute):
     """At the tiny preset's 32 px (1 px ≈ 1 cm of face) every attribute still changes a visible patch: a cue

@@ -92,6 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.size % 2 or args.size < 32:
         p.error(f"--size {args.size}: expected an even number >= 32")
+    counts = (("--images", args.images, 0), ("--clips", args.clips, 0), ("--workers", args.workers, 1))
+    for flag, value, least in counts:
+        if value < least:
+            p.error(f"{flag} {value}: expected {least} or more")
+    if args.clips and args.seconds <= 0:
+        p.error(f"--seconds {args.seconds:g}: expected a positive clip length")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        p.error(f"--out {args.out}: cannot be created ({e.strerror})")
     stats = generate(args.out, args.images, args.clips, args.size, args.seconds, args.seed, args.workers)
     if args.preview:
         from fet.data.synthtalk.preview import write_previews
