@@ -109,7 +109,13 @@ def test_each_jobs_help_example_overrides_its_own_config(job):
     module = importlib.import_module(f"ray_jobs.{job}")
     cls, path = {"train": (TrainJobConfig, "train/ray/stage1_tiny.yaml"), "preprocess": (PreprocessConfig, "data/synthtalk.yaml"),
                  "evaluate": (EvalConfig, "eval/synthtalk.yaml")}[job]  # fmt: skip
-    load_config(cls, CONFIGS / path, module.OVERRIDES_EXAMPLE.split())
+    from fet.config import flatten, parse_override, to_dict
+
+    examples = module.OVERRIDES_EXAMPLE.split()
+    loaded = flatten(to_dict(load_config(cls, CONFIGS / path, examples)))
+    for text in examples:  # each sets a key of this config to its value
+        keys, value = parse_override(text)
+        assert str(loaded[".".join(keys)]) == str(value) or float(loaded[".".join(keys)]) == float(value), text
 
 
 def check_train_job(cfg, path: Path) -> None:
