@@ -4,6 +4,7 @@ code, and the helpers that fill gaps and score clips."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -131,17 +132,25 @@ def test_job_entry_point_reports_config_errors_without_a_traceback(tmp_path):
     import subprocess
     import sys
 
+    from fet.data.preprocess import check_models
+
     cases = {
         "sources.0.kind=lrs3": "override 'sources.0.kind=lrs3': source.kind: unknown data set 'lrs3'",
         f"face_landmarker={media('audio/retalking_1.wav')}": "face_landmarker: /",  # not found by each worker
-        f"face_landmarker={tmp_path / 'none.task'}": f"face_landmarker: face landmarker bundle {tmp_path / 'none.task'}: no such file",
-        f"audio={{kind: wav2vec2, path: {tmp_path}, stack: 2}}": f"audio.path: {tmp_path}: no config.json; expected a saved Wav2Vec2Model",
     }  # fmt: skip
     for override, message in cases.items():
         out = subprocess.run([sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/data/synthtalk.yaml",
                               f"out={tmp_path / 'shards'}", override], capture_output=True, text=True, timeout=120)  # fmt: skip
         assert out.returncode == 2 and f"error: {message}" in out.stderr, (override, out.stderr[-2000:])
         assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
+    checked = {  # what the job checks before Ray starts, and run_serial before any work
+        f"face_landmarker={tmp_path / 'none.task'}": f"face_landmarker: face landmarker bundle {tmp_path / 'none.task'}: no such file",
+        f"audio={{kind: wav2vec2, path: {tmp_path}, stack: 2}}": f"audio.path: {tmp_path}: no config.json; expected a saved Wav2Vec2Model",
+    }  # fmt: skip
+    for override, message in checked.items():
+        cfg = load_config(PreprocessConfig, "configs/data/synthtalk.yaml", [f"out={tmp_path / 'shards'}", override])
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_models(cfg)
     cfg = load_config(PreprocessConfig, "configs/data/synthtalk.yaml", [f"out={tmp_path / 'shards'}"])
     cfg.face_landmarker = str(media("audio/retalking_1.wav"))
     with pytest.raises(ConfigError, match="retalking_1.wav: not a MediaPipe model bundle"):

@@ -61,15 +61,22 @@ def test_the_training_job_refuses_it_before_ray_starts(tmp_path, synthtalk_shard
     assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
 
 
-def test_the_training_job_refuses_what_its_workers_would_fail_on_before_ray_starts(tmp_path, synthtalk_shards):
+def test_the_training_job_refuses_what_its_workers_would_fail_on_before_ray_starts(
+    tmp_path, synthtalk_shards, monkeypatch, capsys
+):
     """No shards, a tracking server that does not answer (MLflow's client retried for 4 minutes, then a
     traceback), a DeepSpeed file that is not JSON: each ends the job at once with a message, before Ray
     and before an MLflow run is made."""
+    from ray_jobs import train
     from tests.conftest import unreachable_endpoint
 
+    def ray_started(address=None):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(train, "init_ray", ray_started)
     db = tmp_path / "mlflow.db"
-    base = [sys.executable, "-m", "ray_jobs.train_stage1", "--config", "configs/train/ray/stage1_tiny.yaml",
-            f"storage_path={tmp_path / 'ray'}", f"mlflow.tracking_uri=sqlite:///{db}"]  # fmt: skip
+    base = ["--config", "configs/train/ray/stage1_tiny.yaml", f"storage_path={tmp_path / 'ray'}",
+            f"mlflow.tracking_uri=sqlite:///{db}"]  # fmt: skip
     (tmp_path / "zero.json").write_bytes(b"\xa4\x00 not json")
     server = unreachable_endpoint()
     cases = {
@@ -79,7 +86,7 @@ def test_the_training_job_refuses_what_its_workers_would_fail_on_before_ray_star
     }
     for override, message in cases.items():
         shards = [] if override.startswith("data.shards") else [f"data.shards={synthtalk_shards}"]
-        out = subprocess.run([*base, *shards, override], capture_output=True, text=True, timeout=120, cwd=REPO)
-        assert out.returncode == 2 and f"error: {message}" in out.stderr, (override, out.stderr[-2000:])
-        assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
+        with pytest.raises(SystemExit) as done:
+            train.main([*base, *shards, override], "stage1")
+        assert done.value.code == 2 and f"error: {message}" in capsys.readouterr().err, override
     assert not db.exists()  # no MLflow run left RUNNING by a job that never started
