@@ -127,7 +127,7 @@ class RunLogger:
         version: list[str] = []
 
         def register() -> None:
-            self._upload_dir(directory, "component")
+            self.client.log_artifacts(self.run_id, directory, "component")
             if model_name:
                 version.append(self._register(model_name))
 
@@ -148,10 +148,7 @@ class RunLogger:
         with tempfile.TemporaryDirectory() as d:
             for name, data in contents.items():
                 (Path(d) / name).write_bytes(data)
-            self._upload_dir(d, folder)
-
-    def _upload_dir(self, directory: str, folder: str) -> None:
-        self.client.log_artifacts(self.run_id, directory, folder)
+            self.client.log_artifacts(self.run_id, d, folder)
 
     def _send(self, what: str, call: Callable[[], None]) -> None:
         """Make one request. One that MLflow refuses (an invalid value: a 4xx other than authentication,
