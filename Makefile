@@ -1,5 +1,6 @@
 # make test : install what is missing into .venv, then run the test suite
 # make demo : install what is missing, then run the platform end to end on the embedded default
+# make test-all : make test, and the tests marked slow as well (robustness cases that wait on restarts)
 #
 # torch is installed first and pinned (CPU build) so that no other package pulls a multi-GB CUDA build.
 # On a machine without a local torch wheel, point pip at the CPU index: make TORCH_INDEX=<index-url> test

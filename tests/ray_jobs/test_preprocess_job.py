@@ -238,6 +238,7 @@ def test_wav2vec2_features_in_their_own_actors(local_ray, tmp_path):
         np.testing.assert_allclose(rec.features, encoder(rec.audio, 50).numpy(), atol=2e-2)  # stored as float16
 
 
+@pytest.mark.slow
 def test_an_input_its_workers_cannot_read_ends_the_job_with_status_1_and_the_next_run_takes_it(
     local_ray, s3_bucket, tmp_path
 ):

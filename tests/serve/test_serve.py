@@ -313,6 +313,7 @@ def test_a_job_whose_ingress_was_killed_runs_again_and_finishes(server, face):
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
 
 
+@pytest.mark.slow
 def test_the_client_waits_for_a_job_through_a_restart_of_the_http_proxy(server, face):
     """Serve's HTTP proxy is killed (a real kill) while a job renders: until Serve has started it again the
     port refuses connections. The job runs on in its replica, and ``Client.wait`` keeps polling through
@@ -341,6 +342,7 @@ def test_the_client_waits_for_a_job_through_a_restart_of_the_http_proxy(server, 
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 120
 
 
+@pytest.mark.slow
 def test_a_job_held_up_by_a_stalled_renderer_is_not_taken_for_lost_and_runs_once(server, face):
     """The Renderer's replica stops answering for longer than ``job_stale_seconds`` (8 s here) while a job
     renders: its process is paused (SIGSTOP), as a replica is held up by a long queue or a stuck device.
@@ -383,6 +385,7 @@ def test_a_job_held_up_by_a_stalled_renderer_is_not_taken_for_lost_and_runs_once
     assert s["state"] == "done" and s["attempts"] == 1, s
 
 
+@pytest.mark.slow
 def test_a_run_taken_for_lost_and_run_again_elsewhere_stops_and_never_writes_over_the_later_run(server, face):
     """While run 1 of a job renders, another replica claims run 2 (as one does when run 1 has been silent
     for ``job_stale_seconds``: its replica was cut off from storage, and now it is back). Run 1 must stop
