@@ -1,5 +1,5 @@
-"""Ray for the job tests: a real local Ray per module (2 CPUs), with the S3 test server's credentials
-passed to its workers, and a real `ray start --head` for `ray job submit`."""
+"""Ray for the job tests: a real local Ray (2 CPUs), shared by the modules that follow one another, with the S3
+test server's credentials passed to its workers, and a real `ray start --head` for `ray job submit`."""
 
 from __future__ import annotations
 
@@ -11,18 +11,31 @@ import pytest
 
 AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 QUIET = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2", "RAY_DEDUP_LOGS": "1"}
+_STARTED: dict[str, str] = {}  # the GCS address of the Ray that local_ray started
 
 
-@pytest.fixture(scope="module")
-def local_ray(s3_server):
-    """``ray.init()`` on this machine; workers see the SeaweedFS endpoint and keys."""
+@pytest.fixture(scope="session")
+def _local_ray_session():
+    """Shuts down, at the end of the session, a local Ray that ``local_ray`` left running."""
+    yield
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         ray.shutdown()
-    env = {k: os.environ[k] for k in AWS_VARS if k in os.environ} | QUIET
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+
+
+@pytest.fixture(scope="module")
+def local_ray(s3_server, _local_ray_session):
+    """``ray.init()`` on this machine; workers see the SeaweedFS endpoint and keys. One Ray serves the modules
+    that follow one another (starting one takes seconds); a module that starts another Ray (the `ray start`
+    head) shuts this one down, and the next module that asks for it starts it again."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized() and ray.get_runtime_context().gcs_address != _STARTED.get("gcs"):
+        ray.shutdown()  # a Ray that a job's own entry point started, without the test server's keys
+    if not ray.is_initialized():
+        env = {k: os.environ[k] for k in AWS_VARS if k in os.environ} | QUIET
+        info = ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+        _STARTED["gcs"] = info.address_info["gcs_address"]
     yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -44,9 +44,9 @@ def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_sha
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     s1 = str(tmp_path / "stage1")
     plans = {
-        "stage1": ["steps=30", "optim.lr=1e-3", "optim.warmup_steps=5", "task.eval_steps=5"],
+        "stage1": ["steps=20", "optim.lr=1e-3", "optim.warmup_steps=5", "task.eval_steps=5"],
         "stage2": ["steps=30", f"task.autoencoder={s1}", "task.eval_steps=3"],
-        "audio": ["steps=40", "optim.lr=3e-3", "optim.warmup_steps=5"],
+        "audio": ["steps=30", "optim.lr=3e-3", "optim.warmup_steps=5"],
         "stage3": ["steps=20", f"task.autoencoder={s1}", "optim.lr=1e-3", "optim.warmup_steps=5",
                    "task.eval_steps=3"],
     }  # fmt: skip
@@ -140,7 +140,7 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
     """A worker killed mid-run, and the tracking server down while the run resumes: the run ends with
     exactly its steps, and every step's loss reaches the one MLflow run once the server is back."""
     cfg = job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
-              "steps=60", "task.eval_steps=3", "optim.warmup_steps=5", f"mlflow.tracking_uri={mlflow_server.uri}")  # fmt: skip
+              "steps=40", "task.eval_steps=3", "optim.warmup_steps=5", f"mlflow.tracking_uri={mlflow_server.uri}")  # fmt: skip
 
     def server_away_until_the_next_checkpoint(killed_at: int) -> None:
         """The resumed rank 0 logs (every 5 steps) into a server that is not there until the resumed run
@@ -161,20 +161,20 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
     summary = run(cfg)
     watcher.join(timeout=60)
     assert killed and outage, ("no Ray Train worker was found to kill", killed, outage)
-    assert summary["steps"] == 60 and summary["metrics"]["resumed_from"] != "", (killed, summary["metrics"])
+    assert summary["steps"] == 40 and summary["metrics"]["resumed_from"] != "", (killed, summary["metrics"])
     assert summary["checkpoint"].startswith(f"{s3_bucket}/ray/stage1-kill/checkpoint_")
     state = json.loads(storage.read_text(storage.join(summary["checkpoint"], "state.json")))
     per_rank = len(list(read_rows(synthtalk_shards, "images", "train", ["image_id", "split"]))) // 2 // cfg.batch_size
-    assert (state["step"], state["epoch"], state["batch"]) == (60, 59 // per_rank, 59 % per_rank + 1)
+    assert (state["step"], state["epoch"], state["batch"]) == (40, 39 // per_rank, 39 % per_rank + 1)
     uri = cfg.mlflow.tracking_uri
     run_id = tracking.find_run(uri, cfg.mlflow.experiment, "stage1-kill")
     assert run_id == summary["mlflow_run_id"]
     steps = {m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss")}
-    assert steps == set(range(1, 61))  # one MLflow run across the restart, every step logged
+    assert steps == set(range(1, 41))  # one MLflow run across the restart, every step logged
     assert json.loads(storage.read_text(f"{cfg.out}/training_run.json"))["mlflow_unsent"] == 0
 
     again = run(job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
-                    "steps=60", f"mlflow.tracking_uri={uri}"))  # fmt: skip
+                    "steps=40", f"mlflow.tracking_uri={uri}"))  # fmt: skip
     assert again["already_complete"] and again["mlflow_run_id"] == run_id
     exp = MlflowClient(uri).get_experiment_by_name(cfg.mlflow.experiment)
     assert len(MlflowClient(uri).search_runs([exp.experiment_id])) == 1
