@@ -103,7 +103,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     params = to_dict(cfg) | {"bundle_runs": info.get("runs", {})}
     run_id = tracking.new_run(uri, cfg.mlflow.experiment, name, params, {"fet.kind": "evaluation"})
     logger = RunLogger(uri, run_id)
-    logger.metrics(report.metrics() | {"clips": float(report.clips)}, step=0)
+    logger.metrics(report.metrics() | {"clips": float(report.clips)}, step=0, report=True)
     for k, why in report.skipped.items():
         logger.tag(f"skipped.{k}", why[:4000])
     logger.files({**{n: t.encode() for n, t in outputs.items()}, "preview.png": previews}, "evaluation")

@@ -5,6 +5,10 @@ end it. Every call here is queued and sent in order by ``flush``. When sending f
 kept and tried again at the first ``flush`` after ``retry_seconds`` (doubling while it keeps failing).
 The job prints one line when the server stops answering and one when it answers again, and training
 goes on. ``close`` waits a bounded time for the rest at the end and says what could not be sent.
+What waits is bounded: past ``MAX_METRICS`` values, the per-step values (loss, lr, …) are kept at every
+other step, then every fourth, and so on while the server stays away, so that a day-long outage keeps the
+whole curve at a coarser step; held-out reports are kept whole. Past ``MAX_QUEUED`` uploads the oldest
+sample images are dropped.
 
 MLflow's own client retries a refused request for about 4 minutes (7 retries, backoff factor 2) before it
 raises, which would stall the step that flushes. Where the job's environment does not choose, the logger
@@ -30,6 +34,7 @@ SEND_ERRORS = (MlflowException, requests.RequestException, OSError)
 BATCH = 500  # metrics per log_batch request (MLflow's limit is 1000)
 FINAL_WAIT = 120.0  # seconds the end of a job waits for a tracking server that does not answer
 MAX_QUEUED = 200  # uploads and tags kept while the server is away; older sample images are dropped first
+MAX_METRICS = 500_000  # metric values kept while the server is away (about 90 MB); past it they are thinned
 REQUEST_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}  # fmt: skip
 
@@ -49,14 +54,26 @@ class RunLogger:
         self.metrics_queued: list[Metric] = []
         self.calls_queued: list[tuple[str, Callable[[], None]]] = []  # (what, the request)
         self.dropped = 0  # uploads dropped because too many were waiting
+        self.thinned = 0  # per-step metric values left out because too many were waiting
+        self.stride = 1  # while too many wait: per-step values are kept at steps that are multiples of this
+        self._reports: set[int] = set()  # ids of the waiting report values, which are never thinned
         self.failing_since: float | None = None
         self.failures = 0  # failed sends in a row: the wait before the next try doubles, up to 5 minutes
         self.next_try = 0.0
 
     # -- what to log ----------------------------------------------------------------------------------------
-    def metrics(self, values: dict[str, float], step: int) -> None:
+    def metrics(self, values: dict[str, float], step: int, report: bool = False) -> None:
+        """Per-step values (loss, lr, …), or with ``report`` a held-out report's: never thinned."""
+        if not report and step % self.stride:
+            self.thinned += len(values)
+            return
         now = int(time.time() * 1000)
-        self.metrics_queued += [Metric(k, float(v), now, step) for k, v in values.items()]
+        queued = [Metric(k, float(v), now, step) for k, v in values.items()]
+        if report:
+            self._reports |= {id(m) for m in queued}
+        self.metrics_queued += queued
+        if len(self.metrics_queued) > MAX_METRICS:
+            self._thin()
 
     def tag(self, key: str, value: str) -> None:
         self._queue(f"tag {key}", lambda: self.client.set_tag(self.run_id, key, value))
@@ -89,7 +106,9 @@ class RunLogger:
             while self.metrics_queued:
                 self._send(f"{min(BATCH, len(self.metrics_queued))} metrics",
                            lambda: self.client.log_batch(self.run_id, metrics=self.metrics_queued[:BATCH]))  # fmt: skip
+                sent = self.metrics_queued[:BATCH]
                 del self.metrics_queued[:BATCH]
+                self._reports.difference_update(id(m) for m in sent)
         except SEND_ERRORS as e:
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
@@ -98,7 +117,7 @@ class RunLogger:
             self.failures += 1
             self.next_try = time.monotonic() + min(300.0, self.retry_seconds * 2 ** (self.failures - 1))
             return False
-        self.failures = 0
+        self.failures, self.stride = 0, 1
         if self.failing_since is not None:
             say(f"MLflow at {self.tracking_uri} answers again after {time.monotonic() - self.failing_since:.0f} s; "
                 "what waited is sent")  # fmt: skip
@@ -119,6 +138,9 @@ class RunLogger:
             time.sleep(min(5.0, self.retry_seconds))
         if self.dropped:
             say(f"MLflow: {self.dropped} uploads were dropped while the server did not answer")
+        if self.thinned:
+            say(f"MLflow: {self.thinned} per-step metric values were left out while the server did not answer "
+                "(the curve of that time is kept at a coarser step)")  # fmt: skip
         return self.unsent
 
     def component(self, directory: str, model_name: str | None, wait: float) -> str | None:
@@ -134,6 +156,16 @@ class RunLogger:
         self._queue("component", register, droppable=False)
         self.close(wait)
         return version[0] if version else None
+
+    def _thin(self) -> None:
+        """Keep the waiting per-step values at every other step of those kept so far (reports stay)."""
+        self.stride *= 2
+        kept = [m for m in self.metrics_queued if m.step % self.stride == 0 or id(m) in self._reports]
+        if self.thinned == 0:
+            say(f"MLflow: over {MAX_METRICS} metric values wait to be sent; the per-step ones are kept at every "
+                "other step until it answers, and at a coarser step the longer it is away")  # fmt: skip
+        self.thinned += len(self.metrics_queued) - len(kept)
+        self.metrics_queued = kept
 
     # -- requests -------------------------------------------------------------------------------------------
     def _queue(self, what: str, call: Callable[[], None], droppable: bool = True) -> None:

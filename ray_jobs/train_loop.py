@@ -216,7 +216,7 @@ def train_loop(config: dict[str, Any]) -> None:
             every = job.mlflow.sample_every
             if every and state.step % every == 0 and state.step < job.steps and val_rows:
                 report = task.report(ema.shadow, val_rows)
-                logger.metrics(report.metrics, state.step)
+                logger.metrics(report.metrics, state.step, report=True)
                 for name, png in report.images.items():
                     logger.image(png, name, state.step)
         if state.step % job.checkpoint.every == 0 and state.step < job.steps:
@@ -241,7 +241,7 @@ def _finish(job: TrainJobConfig, task: TrainingTask, ema: EMA, logger: RunLogger
         for f in sorted(Path(d).rglob("*")):  # the component is out before MLflow is asked for anything
             if f.is_file():
                 storage.write_bytes(storage.join(job.out, f.relative_to(d).as_posix()), f.read_bytes())
-        logger.metrics(metrics, job.steps)
+        logger.metrics(metrics, job.steps, report=True)
         for name, png in (report.images if report else {}).items():
             logger.image(png, name)
         version = logger.component(d, job.model_name if job.mlflow.register else None, FINAL_WAIT)
