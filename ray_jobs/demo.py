@@ -10,9 +10,12 @@ summary.json; then it stops what it started (``--keep-running`` leaves Ray and S
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,10 +24,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+import psutil
 import yaml
 from PIL import Image
 
 from fet.audio.load import wav_bytes
+from fet.data.celeba_attributes import read_celeba_attributes
 from fet.data.shards import read_rows, unpack
 from fet.data.synthtalk.__main__ import generate
 from fet.editing.attributes import CELEBA_ATTRIBUTES
@@ -96,6 +101,7 @@ EVAL_EDIT = "blond hair"
 # replicas at their most (serve.options defaults), this worker and its read tasks fit on the head's CPUs
 EVAL_WORKER_CPUS = 0.6
 WORLD_IMAGES = 600  # SynthTalk faces the demo draws (--images); the requests' faces are among its held-out ones
+WORLD_CLIPS = 24  # its four-second clips (--clips): training, validation and test clips
 
 
 def serve_config(out: Path, port: int) -> dict:
@@ -115,6 +121,24 @@ def held_out_face(out: Path, labels: dict[str, int]) -> Path:
     if not ids:
         raise RuntimeError(f"no held-out face with {labels} in {out / 'shards'}")
     return out / "synthtalk/images" / f"{ids[0]}.png"
+
+
+def world_shortfall(world: Path, eval_clips: int) -> list[str]:
+    """What a drawn SynthTalk world lacks that the demo needs (nothing: an empty list): training clips for
+    two workers, test clips for the evaluation, a held-out face for each HTTP request."""
+    clips = {split: len(list((world / "clips" / split).glob("*.mp4"))) for split in ("train", "test")}
+    lacks = []
+    if clips["train"] < 2:
+        lacks.append(f"{clips['train']} training clip(s); the two training workers need at least 2")
+    if clips["test"] < max(1, eval_clips):
+        lacks.append(f"{clips['test']} test clip(s); the evaluation needs {max(1, eval_clips)}")
+    labels = read_celeba_attributes(str(world / "CelebAMask-HQ-attribute-anno.txt"))
+    held_out = [labels[p.name] for p in sorted((world / "images" / "test").glob("*.png")) if p.name in labels]
+    for text, wanted in (IMAGE_REQUEST, VIDEO_REQUEST):
+        columns = {CELEBA_ATTRIBUTES.index(a): v for a, v in wanted.items()}
+        if not any(all(row[c] == v for c, v in columns.items()) for row in held_out):
+            lacks.append(f"no held-out face with {wanted} for the request {text!r}")
+    return lacks
 
 
 def crop_scale(shards: str) -> float:
@@ -141,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("outputs/demo"))
     p.add_argument("--images", type=int, default=WORLD_IMAGES)
-    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--clips", type=int, default=WORLD_CLIPS)
     p.add_argument("--size", type=int, default=32, help="training resolution (the world is drawn at 64 px)")
     p.add_argument("--steps1", type=int, default=500)
     p.add_argument("--steps2", type=int, default=200)
@@ -149,9 +173,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps3", type=int, default=400)
     p.add_argument("--landmark-scale", type=float, default=2.0,
                    help="bundle default: how far the landmarks move the face (1: the talker as trained)")  # fmt: skip
-    p.add_argument("--eval-clips", type=int, default=1, help="test clips the evaluation job generates and measures")
+    p.add_argument("--eval-clips", type=int, default=1,
+                   help="test clips the evaluation job generates and measures (0: every test clip)")  # fmt: skip
     p.add_argument("--keep-running", action="store_true", help="leave the Ray head and Serve running")
     args = p.parse_args(argv)
+    for name in ("images", "clips", "steps1", "steps2", "steps_audio", "steps3"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected 1 or more")
+    if args.size < 16:
+        p.error(f"--size {args.size}: expected 16 or more (pixels)")
+    if args.eval_clips < 0:
+        p.error(f"--eval-clips {args.eval_clips}: expected 0 (every test clip) or more")
+    if not args.landmark_scale > 0:
+        p.error(f"--landmark-scale {args.landmark_scale}: expected a number above 0")
     out = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -161,12 +195,37 @@ def main(argv: list[str] | None = None) -> None:
     say(1, n, f"starting a local Ray head ({HEAD_CPUS} CPUs)", t0)
     head = start_head(num_cpus=HEAD_CPUS)
     print(f"   dashboard {head.address}")
+
+    demo_pid = os.getpid()
+
+    def stop(signum: int, _frame) -> None:
+        """SIGTERM or SIGHUP (`timeout`, a closed terminal, a cancelled CI job): stop the head and the
+        `ray job submit` clients waiting on it now, then exit, instead of leaving jobs training behind."""
+        if os.getpid() != demo_pid:  # a forked worker (SynthTalk's pool, which ends its workers with SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        for child in psutil.Process().children(recursive=True):  # first, so that they print no error
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        head.stop()
+        print(f"\nstopped by {signal.Signals(signum).name}: the Ray head and its jobs are stopped", file=sys.stderr)
+        sys.exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     done = False
     try:
         say(2, n, f"SynthTalk: {args.images} faces and {args.clips} four-second clips", t0)
         t = time.time()
         generate(out / "synthtalk", images=args.images, clips=args.clips, size=64, seconds=4.0, progress=True)
         timings["synthtalk"] = time.time() - t
+        lacks = world_shortfall(out / "synthtalk", args.eval_clips)
+        if lacks:  # found now, not after minutes of training
+            print(f"error: --images {args.images} --clips {args.clips} drew a world too small for the demo: "
+                  f"{'; '.join(lacks)}. Draw more (the defaults: --images {WORLD_IMAGES} --clips {WORLD_CLIPS}).",
+                  file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
 
         say(3, n, "ray job submit: preprocessing (Ray Data → clip and image shards)", t0)
         data_cfg = yaml.safe_load((REPO / "configs/data/synthtalk.yaml").read_text())
@@ -313,7 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep_running:
             head.stop()  # Serve's controller, proxy and replicas are actors of this head: they stop with it
-            if done:  # its logs (about 8 MB) are kept only when something failed
+            stopped = isinstance(sys.exc_info()[1], (SystemExit, KeyboardInterrupt))  # by a signal, or refused
+            if done or stopped:  # its logs (about 8 MB) are kept only when something failed
                 shutil.rmtree(head.temp, ignore_errors=True)
             else:
                 print(f"Ray's logs: {head.temp}/session_latest/logs", file=sys.stderr)

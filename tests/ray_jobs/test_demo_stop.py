@@ -1,0 +1,83 @@
+"""`make demo` stopped from outside (`timeout`, a closed terminal, a cancelled CI job): its Ray head, the jobs
+on it and the head's folder are gone when it exits; arguments it cannot use are refused before anything
+starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from ray_jobs.demo import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _head_processes(temp: str) -> list[str]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and temp in " ".join(p.info["cmdline"] or []):
+                found.append(" ".join(p.info["cmdline"])[:100])
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_sigterm_stops_the_head_and_its_jobs(tmp_path):
+    """SIGTERM while the preprocessing job runs: the demo exits at once with 143, and nothing of its head is
+    left. Until then the head answers, though SynthTalk's pool has ended its forked workers with SIGTERM."""
+    before = set(Path(tempfile.gettempdir()).glob("fet-ray-*"))
+    cmd = [sys.executable, "-m", "ray_jobs.demo", "--out", str(tmp_path / "demo"), "--images", "400", "--clips", "10"]
+    demo = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=os.environ | {"RAY_ADDRESS": ""})  # fmt: skip
+    lines: list[str] = []
+    try:
+        for line in demo.stdout:
+            lines.append(line)
+            if line.startswith("[3/9] ray job submit: preprocessing"):
+                break
+        dashboard = next((ln.split()[1] for ln in lines if ln.strip().startswith("dashboard http")), None)
+        assert dashboard and lines[-1].startswith("[3/9]"), "".join(lines[-40:])
+        heads = [str(p) for p in set(Path(tempfile.gettempdir()).glob("fet-ray-*")) - before]
+        assert len(heads) == 1, heads
+        time.sleep(2)  # the job is submitted; the head still answers
+        assert requests.get(f"{dashboard}/api/version", timeout=10).ok
+        children = psutil.Process(demo.pid).children(recursive=True)  # the `ray job submit` client
+        assert children
+        demo.send_signal(signal.SIGTERM)
+        t0 = time.time()
+        rest = demo.communicate(timeout=60)[0]
+        seconds = time.time() - t0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 128 + signal.SIGTERM and seconds < 30, (demo.returncode, seconds, rest[-3000:])
+    assert "stopped by SIGTERM: the Ray head and its jobs are stopped" in rest, rest[-3000:]
+    assert not _head_processes(heads[0]) and not Path(heads[0]).exists(), _head_processes(heads[0])
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps1", "0"], "--steps1 0: expected 1 or more"),
+        (["--size", "8"], "--size 8: expected 16 or more"),
+        (["--eval-clips", "-1"], "--eval-clips -1: expected 0"),
+    ],
+)
+def test_arguments_it_cannot_use_are_refused_before_anything_starts(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--out", str(tmp_path / "demo"), *args])
+    assert done.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
