@@ -81,3 +81,15 @@ def test_arguments_it_cannot_use_are_refused_before_anything_starts(args, messag
         main(["--out", str(tmp_path / "demo"), *args])
     assert done.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_world_too_small_for_the_demo_is_named_with_what_it_lacks(tmp_path):
+    """(The SIGTERM test's world, 400 faces and 10 clips, is one the demo takes: it reaches preprocessing.)"""
+    from fet.data.synthtalk.__main__ import generate
+    from ray_jobs.demo import world_shortfall
+
+    generate(tmp_path / "world", images=40, clips=1, size=64, seconds=1.0, workers=1, progress=False)
+    lacks = world_shortfall(tmp_path / "world", eval_clips=3)
+    assert any(s.endswith("training clip(s); the two training workers need at least 2") for s in lacks), lacks
+    assert any(s.endswith("test clip(s); the evaluation needs 3") for s in lacks), lacks
+    assert any(s.startswith("no held-out face with {'Brown_Hair': 1") for s in lacks), lacks
