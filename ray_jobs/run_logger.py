@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -56,7 +57,7 @@ class RunLogger:
         self.dropped = 0  # uploads dropped because too many were waiting
         self.thinned = 0  # per-step metric values left out because too many were waiting
         self.stride = 1  # while too many wait: per-step values are kept at steps that are multiples of this
-        self._reports: set[int] = set()  # ids of the waiting report values, which are never thinned
+        self.reports_queued: list[Metric] = []  # held-out reports' values: never thinned
         self.failing_since: float | None = None
         self.failures = 0  # failed sends in a row: the wait before the next try doubles, up to 5 minutes
         self.next_try = 0.0
@@ -70,7 +71,8 @@ class RunLogger:
         now = int(time.time() * 1000)
         queued = [Metric(k, float(v), now, step) for k, v in values.items()]
         if report:
-            self._reports |= {id(m) for m in queued}
+            self.reports_queued += queued
+            return
         self.metrics_queued += queued
         if len(self.metrics_queued) > MAX_METRICS:
             self._thin()
@@ -91,7 +93,7 @@ class RunLogger:
     # -- sending --------------------------------------------------------------------------------------------
     @property
     def unsent(self) -> int:
-        return len(self.metrics_queued) + len(self.calls_queued)
+        return len(self.reports_queued) + len(self.metrics_queued) + len(self.calls_queued)
 
     def flush(self) -> bool:
         """Send everything queued, unless the server failed less than ``retry_seconds`` ago → all sent.
@@ -103,12 +105,11 @@ class RunLogger:
                 what, call = self.calls_queued[0]
                 self._send(what, call)
                 self.calls_queued.pop(0)
-            while self.metrics_queued:
-                self._send(f"{min(BATCH, len(self.metrics_queued))} metrics",
-                           lambda: self.client.log_batch(self.run_id, metrics=self.metrics_queued[:BATCH]))  # fmt: skip
-                sent = self.metrics_queued[:BATCH]
-                del self.metrics_queued[:BATCH]
-                self._reports.difference_update(id(m) for m in sent)
+            for queue in (self.reports_queued, self.metrics_queued):
+                while queue:
+                    batch = queue[:BATCH]
+                    self._send(f"{len(batch)} metrics", partial(self.client.log_batch, self.run_id, metrics=batch))
+                    del queue[:BATCH]
         except SEND_ERRORS as e:
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
@@ -158,9 +159,9 @@ class RunLogger:
         return version[0] if version else None
 
     def _thin(self) -> None:
-        """Keep the waiting per-step values at every other step of those kept so far (reports stay)."""
+        """Keep the waiting per-step values at every other step of those kept so far."""
         self.stride *= 2
-        kept = [m for m in self.metrics_queued if m.step % self.stride == 0 or id(m) in self._reports]
+        kept = [m for m in self.metrics_queued if m.step % self.stride == 0]
         if self.thinned == 0:
             say(f"MLflow: over {MAX_METRICS} metric values wait to be sent; the per-step ones are kept at every "
                 "other step until it answers, and at a coarser step the longer it is away")  # fmt: skip

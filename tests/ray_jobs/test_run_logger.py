@@ -91,9 +91,9 @@ def test_what_waits_for_a_server_that_stays_away_is_bounded_and_spans_the_whole_
             "loss",
             "lr",
         ]
-    assert [(m.step, m.value) for m in logger.metrics_queued if m.key == "val_psnr_db"] == [
+    assert [(m.step, m.value) for m in logger.reports_queued if m.key == "val_psnr_db"] == [
         (250, 2.5), (500, 5.0), (777, 7.77), (1000, 10.0)]  # fmt: skip
     assert logger.thinned == 2000 - 2 * len(per_step)
     assert capsys.readouterr().out.count("the per-step ones are kept at every other step") == 1
-    assert logger.close(wait=0) == len(logger.metrics_queued)
+    assert logger.close(wait=0) == len(logger.metrics_queued) + len(logger.reports_queued)
     assert f"{logger.thinned} per-step metric values were left out" in capsys.readouterr().out
