@@ -113,11 +113,15 @@ def serve_config(out: Path, port: int) -> dict:
                                        "api_key_env": None, "sync_max_seconds": 30}}]}  # fmt: skip
 
 
+def has_labels(attributes, labels: dict[str, int]) -> bool:
+    """Whether a face's 40 attribute values (1 present, 0 absent, -1 unknown) carry these labels."""
+    return all(attributes[CELEBA_ATTRIBUTES.index(a)] == v for a, v in labels.items())
+
+
 def held_out_face(out: Path, labels: dict[str, int]) -> Path:
     """The first held-out SynthTalk face (by id) with these attribute labels (1 present, 0 absent)."""
-    columns = {CELEBA_ATTRIBUTES.index(a): v for a, v in labels.items()}
     rows = read_rows(str(out / "shards"), "images", "test", ["image_id", "split", "attributes"])
-    ids = sorted(r["image_id"] for r in rows if all(r["attributes"][c] == v for c, v in columns.items()))
+    ids = sorted(r["image_id"] for r in rows if has_labels(r["attributes"], labels))
     if not ids:
         raise RuntimeError(f"no held-out face with {labels} in {out / 'shards'}")
     return out / "synthtalk/images" / f"{ids[0]}.png"
@@ -135,8 +139,7 @@ def world_shortfall(world: Path, eval_clips: int) -> list[str]:
     labels = read_celeba_attributes(str(world / "CelebAMask-HQ-attribute-anno.txt"))
     held_out = [labels[p.name] for p in sorted((world / "images" / "test").glob("*.png")) if p.name in labels]
     for text, wanted in (IMAGE_REQUEST, VIDEO_REQUEST):
-        columns = {CELEBA_ATTRIBUTES.index(a): v for a, v in wanted.items()}
-        if not any(all(row[c] == v for c, v in columns.items()) for row in held_out):
+        if not any(has_labels(row, wanted) for row in held_out):
             lacks.append(f"no held-out face with {wanted} for the request {text!r}")
     return lacks
 
