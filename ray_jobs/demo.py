@@ -144,6 +144,30 @@ def world_shortfall(world: Path, eval_clips: int) -> list[str]:
     return lacks
 
 
+def stop_on_signals(head) -> None:
+    """On SIGTERM or SIGHUP (`timeout`, a closed terminal, a cancelled CI job) stop the `ray job submit`
+    clients waiting on ``head``, then the head, and exit, instead of leaving jobs training behind."""
+
+    def stop(signum: int, _frame) -> None:
+        for child in psutil.Process().children(recursive=True):  # first, so that they print no error
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        head.stop()
+        print(f"\nstopped by {signal.Signals(signum).name}: the Ray head and its jobs are stopped", file=sys.stderr)
+        sys.exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+    # a forked child (a worker of SynthTalk's pool) must not inherit them: the pool ends its workers with
+    # SIGTERM, and a worker blocked on the pool's queue never runs a Python handler, so the pool waits for ever
+    os.register_at_fork(after_in_child=_default_signals)
+
+
+def _default_signals() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def crop_scale(shards: str) -> float:
     """How loosely the training frames frame the face: frame side / landmark extent (median)."""
     ratios = []
@@ -199,24 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     head = start_head(num_cpus=HEAD_CPUS)
     print(f"   dashboard {head.address}")
 
-    demo_pid = os.getpid()
-
-    def stop(signum: int, _frame) -> None:
-        """SIGTERM or SIGHUP (`timeout`, a closed terminal, a cancelled CI job): stop the head and the
-        `ray job submit` clients waiting on it now, then exit, instead of leaving jobs training behind."""
-        if os.getpid() != demo_pid:  # a forked worker (SynthTalk's pool, which ends its workers with SIGTERM)
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        for child in psutil.Process().children(recursive=True):  # first, so that they print no error
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-        head.stop()
-        print(f"\nstopped by {signal.Signals(signum).name}: the Ray head and its jobs are stopped", file=sys.stderr)
-        sys.exit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, stop)
+    stop_on_signals(head)
     done = False
     try:
         say(2, n, f"SynthTalk: {args.images} faces and {args.clips} four-second clips", t0)

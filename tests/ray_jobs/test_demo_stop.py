@@ -93,3 +93,24 @@ def test_a_world_too_small_for_the_demo_is_named_with_what_it_lacks(tmp_path):
     assert any(s.endswith("training clip(s); the two training workers need at least 2") for s in lacks), lacks
     assert any(s.endswith("test clip(s); the evaluation needs 3") for s in lacks), lacks
     assert any(s.startswith("no held-out face with {'Brown_Hair': 1") for s in lacks), lacks
+
+
+def test_synthtalks_pool_ends_under_the_demos_signal_handlers(tmp_path):
+    """The pool ends its forked workers with SIGTERM; a worker that had inherited the demo's handler and was
+    blocked on the pool's queue never ran it, and `make demo` waited for ever after drawing its world."""
+    script = f"""
+import pathlib, sys
+from fet.data.synthtalk.__main__ import generate
+from ray_jobs.demo import stop_on_signals
+
+class Head:
+    def stop(self):
+        print("head stopped", flush=True)
+
+stop_on_signals(Head())
+for i in range(3):
+    generate(pathlib.Path({str(tmp_path)!r}) / str(i), images=24, clips=2, size=32, seconds=1.0, workers=2, progress=False)
+print("drawn", flush=True)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "drawn", (out.stdout[-2000:], out.stderr[-2000:])
