@@ -50,3 +50,13 @@ def test_readme_command_names_a_module_and_a_config_that_exist(command):
         from fet.train import parse
 
         parse([a.replace("configs/", str(README.parent / "configs") + "/", 1) for a in argv[3:]])
+
+
+@pytest.mark.parametrize("page", [README, *sorted((README.parent / "docs").glob("*.md"))], ids=lambda p: p.name)
+def test_links_to_files_of_the_repository_resolve(page):
+    """The README sends readers to docs/ for the measured runs, and those pages link to each other; a
+    page moved or renamed would leave a dead link."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+    local = [t for t in targets if "://" not in t]
+    missing = [t for t in local if not (page.parent / t).exists()]
+    assert not missing, f"{page.name} links to files that do not exist: {missing}"
