@@ -1,6 +1,6 @@
 """The end-to-end demo on the embedded default (``make demo``): everything a user does, on this machine.
 
-local Ray head → SynthTalk → ray job submit: preprocessing → ray job submit: stage 1 beside stage A,
+SynthTalk → local Ray head → ray job submit: preprocessing → ray job submit: stage 1 beside stage A,
 then stage 2 beside stage 3 (2 CPU workers each, DeepSpeed ZeRO-2, MLflow on SQLite) → bundle →
 ray job submit: evaluation (Table 1/2 on the test clips) → serve deploy → HTTP: an edited image and an
 edited talking video → OUT/: edited.png, talking.mp4 (+ an enlarged copy), samples.png, eval/results.md,
@@ -144,16 +144,19 @@ def world_shortfall(world: Path, eval_clips: int) -> list[str]:
     return lacks
 
 
-def stop_on_signals(head) -> None:
-    """On SIGTERM or SIGHUP (`timeout`, a closed terminal, a cancelled CI job) stop the `ray job submit`
-    clients waiting on ``head``, then the head, and exit, instead of leaving jobs training behind."""
+def stop_on_signals(heads: list) -> None:
+    """On SIGTERM or SIGHUP (`timeout`, a closed terminal, a cancelled CI job) stop this process's children
+    (SynthTalk's pool workers, the `ray job submit` clients), then the heads in ``heads`` (the one the
+    demo has started by then, if any), and exit, instead of leaving jobs training behind."""
 
     def stop(signum: int, _frame) -> None:
         for child in psutil.Process().children(recursive=True):  # first, so that they print no error
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-        head.stop()
-        print(f"\nstopped by {signal.Signals(signum).name}: the Ray head and its jobs are stopped", file=sys.stderr)
+        for head in heads:
+            head.stop()
+        what = "the Ray head and its jobs are stopped" if heads else "before the Ray head started"
+        print(f"\nstopped by {signal.Signals(signum).name}: {what}", file=sys.stderr)
         sys.exit(128 + signum)
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -219,24 +222,25 @@ def main(argv: list[str] | None = None) -> None:
     n, t0 = 9, time.time()
     timings: dict[str, float] = {}
 
-    say(1, n, f"starting a local Ray head ({HEAD_CPUS} CPUs)", t0)
-    head = start_head(num_cpus=HEAD_CPUS)
-    print(f"   dashboard {head.address}")
+    heads: list = []  # the head, once started: what SIGTERM and SIGHUP stop
+    stop_on_signals(heads)
+    say(1, n, f"SynthTalk: {args.images} faces and {args.clips} four-second clips", t0)
+    t = time.time()
+    generate(out / "synthtalk", images=args.images, clips=args.clips, size=64, seconds=4.0, progress=True)
+    timings["synthtalk"] = time.time() - t
+    lacks = world_shortfall(out / "synthtalk", args.eval_clips)
+    if lacks:  # found now, before the head starts, not after minutes of training
+        print(f"error: --images {args.images} --clips {args.clips} drew a world too small for the demo: "
+              f"{'; '.join(lacks)}. Draw more (the defaults: --images {WORLD_IMAGES} --clips {WORLD_CLIPS}).",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
 
-    stop_on_signals(head)
+    say(2, n, f"starting a local Ray head ({HEAD_CPUS} CPUs)", t0)
+    head = start_head(num_cpus=HEAD_CPUS)
+    heads.append(head)
+    print(f"   dashboard {head.address}")
     done = False
     try:
-        say(2, n, f"SynthTalk: {args.images} faces and {args.clips} four-second clips", t0)
-        t = time.time()
-        generate(out / "synthtalk", images=args.images, clips=args.clips, size=64, seconds=4.0, progress=True)
-        timings["synthtalk"] = time.time() - t
-        lacks = world_shortfall(out / "synthtalk", args.eval_clips)
-        if lacks:  # found now, not after minutes of training
-            print(f"error: --images {args.images} --clips {args.clips} drew a world too small for the demo: "
-                  f"{'; '.join(lacks)}. Draw more (the defaults: --images {WORLD_IMAGES} --clips {WORLD_CLIPS}).",
-                  file=sys.stderr)  # fmt: skip
-            raise SystemExit(2)
-
         say(3, n, "ray job submit: preprocessing (Ray Data → clip and image shards)", t0)
         data_cfg = yaml.safe_load((REPO / "configs/data/synthtalk.yaml").read_text())
         data_cfg["sources"] = [{"kind": "synthtalk", "root": str(out / "synthtalk/clips")},

@@ -34,13 +34,31 @@ def _head_processes(temp: str) -> list[str]:
     return found
 
 
+def _demo(tmp_path: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ray_jobs.demo", "--out", str(tmp_path / "demo"), *args]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=os.environ | {"RAY_ADDRESS": ""})  # fmt: skip
+
+
+def _new_heads(before: set[Path]) -> list[Path]:
+    return sorted(set(Path(tempfile.gettempdir()).glob("fet-ray-*")) - before)
+
+
+def _end(demo: subprocess.Popen) -> None:
+    """After a failed assertion: SIGTERM first, so that a head the demo started is stopped with it."""
+    if demo.poll() is None:
+        demo.terminate()
+        try:
+            demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+
+
 def test_sigterm_stops_the_head_and_its_jobs(tmp_path):
     """SIGTERM while the preprocessing job runs: the demo exits at once with 143, and nothing of its head is
-    left. Until then the head answers, though SynthTalk's pool has ended its forked workers with SIGTERM."""
+    left. Until then the head answers."""
     before = set(Path(tempfile.gettempdir()).glob("fet-ray-*"))
-    cmd = [sys.executable, "-m", "ray_jobs.demo", "--out", str(tmp_path / "demo"), "--images", "400", "--clips", "10"]
-    demo = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=os.environ | {"RAY_ADDRESS": ""})  # fmt: skip
+    demo = _demo(tmp_path, "--images", "400", "--clips", "10")
     lines: list[str] = []
     try:
         for line in demo.stdout:
@@ -49,7 +67,7 @@ def test_sigterm_stops_the_head_and_its_jobs(tmp_path):
                 break
         dashboard = next((ln.split()[1] for ln in lines if ln.strip().startswith("dashboard http")), None)
         assert dashboard and lines[-1].startswith("[3/9]"), "".join(lines[-40:])
-        heads = [str(p) for p in set(Path(tempfile.gettempdir()).glob("fet-ray-*")) - before]
+        heads = [str(p) for p in _new_heads(before)]
         assert len(heads) == 1, heads
         time.sleep(2)  # the job is submitted; the head still answers
         assert requests.get(f"{dashboard}/api/version", timeout=10).ok
@@ -60,8 +78,7 @@ def test_sigterm_stops_the_head_and_its_jobs(tmp_path):
         rest = demo.communicate(timeout=60)[0]
         seconds = time.time() - t0
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        _end(demo)
     assert demo.returncode == 128 + signal.SIGTERM and seconds < 30, (demo.returncode, seconds, rest[-3000:])
     assert "stopped by SIGTERM: the Ray head and its jobs are stopped" in rest, rest[-3000:]
     assert not _head_processes(heads[0]) and not Path(heads[0]).exists(), _head_processes(heads[0])
@@ -83,16 +100,39 @@ def test_arguments_it_cannot_use_are_refused_before_anything_starts(args, messag
     assert not (tmp_path / "demo").exists()
 
 
-def test_a_world_too_small_for_the_demo_is_named_with_what_it_lacks(tmp_path):
-    """(The SIGTERM test's world, 400 faces and 10 clips, is one the demo takes: it reaches preprocessing.)"""
-    from fet.data.synthtalk.__main__ import generate
-    from ray_jobs.demo import world_shortfall
+def test_sigterm_while_synthtalk_draws_ends_its_pool_workers_too(tmp_path):
+    """SynthTalk draws the world before the head starts. SIGTERM then ends the pool's workers too, and the
+    demo exits with 143 and says so; without a handler it died at once and its workers on a broken pipe."""
+    before = set(Path(tempfile.gettempdir()).glob("fet-ray-*"))
+    demo = _demo(tmp_path, "--images", "3000", "--clips", "40")
+    try:
+        first = next(line for line in demo.stdout if line.startswith("[1/9]"))
+        assert first.startswith("[1/9] SynthTalk"), first  # before the head starts
+        deadline = time.time() + 60
+        while len(workers := psutil.Process(demo.pid).children(recursive=True)) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(workers) >= 2, workers  # the pool is drawing
+        demo.send_signal(signal.SIGTERM)
+        rest = demo.communicate(timeout=30)[0]
+    finally:
+        _end(demo)
+    assert demo.returncode == 128 + signal.SIGTERM, (demo.returncode, rest[-3000:])
+    assert "stopped by SIGTERM: before the Ray head started" in rest, rest[-3000:]
+    time.sleep(1)
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert not _new_heads(before)
 
-    generate(tmp_path / "world", images=40, clips=1, size=64, seconds=1.0, workers=1, progress=False)
-    lacks = world_shortfall(tmp_path / "world", eval_clips=3)
-    assert any(s.endswith("training clip(s); the two training workers need at least 2") for s in lacks), lacks
-    assert any(s.endswith("test clip(s); the evaluation needs 3") for s in lacks), lacks
-    assert any(s.startswith("no held-out face with {'Brown_Hair': 1") for s in lacks), lacks
+
+def test_a_world_too_small_is_named_with_what_it_lacks_before_the_head_starts(tmp_path):
+    """(The SIGTERM test's world, 400 faces and 10 clips, is one the demo takes: it reaches preprocessing.)"""
+    before = set(Path(tempfile.gettempdir()).glob("fet-ray-*"))
+    demo = _demo(tmp_path, "--images", "40", "--clips", "1", "--eval-clips", "3")
+    out = demo.communicate(timeout=120)[0]
+    assert demo.returncode == 2 and "drew a world too small for the demo" in out, out[-3000:]
+    assert "training clip(s); the two training workers need at least 2" in out, out[-3000:]
+    assert "test clip(s); the evaluation needs 3" in out, out[-3000:]
+    assert "no held-out face with {'Brown_Hair': 1" in out, out[-3000:]
+    assert "dashboard http" not in out and not _new_heads(before), out[-3000:]  # no head was started
 
 
 def test_synthtalks_pool_ends_under_the_demos_signal_handlers(tmp_path):
