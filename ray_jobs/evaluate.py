@@ -24,7 +24,7 @@ from PIL import Image
 from fet import storage
 from fet.bundle import BundleError, check_bundle
 from fet.config import from_dict, to_dict
-from fet.data.shards import ShardError, pack, unpack
+from fet.data.shards import ShardError, pack, shard_files, unpack
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
@@ -126,8 +126,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.evaluate", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(EvalConfig, args)
     try:  # before Ray starts and the clips are generated, not after
+        shard_files(cfg.shards, "clips")
+        check_bundle(cfg.bundle)
         tracking.check_reachable(cfg.mlflow.tracking_uri)
-    except ConnectionError as e:
+    except (ShardError, BundleError, ConnectionError) as e:
         fail(e)
     init_ray(args.address)
     try:

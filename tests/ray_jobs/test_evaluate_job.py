@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -54,13 +55,30 @@ def test_evaluation_job_writes_the_tables_and_the_mlflow_run(local_ray, synthtal
     assert {"evaluation/results.md", "evaluation/table1.csv", "evaluation/preview.png"} <= artifacts
 
 
-def test_evaluation_job_refuses_a_missing_bundle_with_a_message(local_ray, synthtalk_shards, tmp_path, capsys):
-    with pytest.raises(SystemExit) as done:
-        evaluate.main([f"shards={synthtalk_shards}", f"bundle={tmp_path / 'nowhere'}", f"out={tmp_path / 'eval'}"])
-    assert done.value.code == 2
-    assert "no bundle.json" in capsys.readouterr().err
-    server = unreachable_endpoint()  # refused before any clip is generated, not after (MLflow is logged last)
-    with pytest.raises(SystemExit) as done:
-        evaluate.main([f"shards={synthtalk_shards}", f"bundle={tmp_path / 'nowhere'}", f"mlflow.tracking_uri={server}"])
-    assert done.value.code == 2
-    assert f"error: mlflow.tracking_uri={server}: the tracking server does not answer" in capsys.readouterr().err
+def test_the_evaluation_job_refuses_what_it_would_fail_on_before_ray_starts(
+    synthtalk_shards, tmp_path, monkeypatch, capsys
+):
+    """No clip shards, no bundle or one with a file missing, a tracking server that does not answer: each
+    ends the job with a message before Ray starts, not after it has generated every clip."""
+
+    def ray_started(address=None):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(evaluate, "init_ray", ray_started)
+    bundle = build_bundle(tmp_path)
+    partial = tmp_path / "partial"
+    shutil.copytree(bundle, partial)
+    (partial / "pose_guider.safetensors").unlink()
+    server = unreachable_endpoint()
+    good = [f"shards={synthtalk_shards}", f"bundle={bundle}", f"out={tmp_path / 'eval'}"]
+    cases = {
+        f"shards={tmp_path / 'none'}": f"{tmp_path / 'none'}: no clips shards; run the preprocessing job",
+        f"bundle={tmp_path / 'nowhere'}": f"{tmp_path / 'nowhere'}: no bundle.json",
+        f"bundle={partial}": f"bundle {partial}: missing component file(s) pose_guider.safetensors",
+        f"mlflow.tracking_uri={server}": f"mlflow.tracking_uri={server}: the tracking server does not answer",
+    }
+    for override, message in cases.items():
+        with pytest.raises(SystemExit) as done:
+            evaluate.main([*good, override])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and f"error: {message}" in err, (override, err)
