@@ -71,8 +71,9 @@ class AddAudioFeatures:
         return add_audio_features(row, self.encoder)
 
 
-def run(cfg: PreprocessConfig) -> dict[str, Any]:
-    """Preprocess every pending input of every source → counts. With ``ray.preserve_order`` (the default)
+def run(cfg: PreprocessConfig, work: list | None = None) -> dict[str, Any]:
+    """Preprocess every pending input of every source (``work``: what ``pending`` returned, listed again when
+    not given) → counts. With ``ray.preserve_order`` (the default)
     rows reach the shard writers in input order (Ray Data's ``preserve_order``), so the same inputs are cut
     into the same shards on every run whichever actor finishes first, and training, which reads the shards
     part by part, sees its rows in the same order."""
@@ -81,12 +82,12 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
     options = ray.data.DataContext.get_current().execution_options
     preserve, options.preserve_order = options.preserve_order, cfg.ray.preserve_order
     try:
-        return _run(cfg)
+        return _run(cfg, pending(cfg) if work is None else work)
     finally:
         options.preserve_order = preserve
 
 
-def _run(cfg: PreprocessConfig) -> dict[str, Any]:
+def _run(cfg: PreprocessConfig, work: list) -> dict[str, Any]:
     import ray
 
     r = cfg.ray
@@ -95,7 +96,7 @@ def _run(cfg: PreprocessConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     check_settings(cfg)
     cfg_dict = to_dict(cfg)
-    for source, todo, total in pending(cfg):
+    for source, todo, total in work:
         kind = shard_kind(source)
         stats["skipped"] += total - len(todo)
         print(f"{source.kind}: {total} inputs, {len(todo)} to process, {total - len(todo)} already done", flush=True)
@@ -136,15 +137,16 @@ def _run(cfg: PreprocessConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.preprocess", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(PreprocessConfig, args)
-    try:
-        check_models(cfg)  # before Ray starts: not found by every worker, each with a traceback
-        check_settings(cfg)  # before Ray starts: a folder made with other settings is refused at once
-    except (ConfigError, StorageError) as e:
+    try:  # each before Ray starts
+        check_models(cfg)  # not found by every worker, each with a traceback
+        work = pending(cfg)  # every source listed: a data folder that is missing or has the wrong layout
+        check_settings(cfg)  # a folder made with other settings is refused at once
+    except (ConfigError, SourceError, StorageError) as e:
         fail(e)
     init_ray(args.address)
     try:
-        stats = run(cfg)
-    except (SourceError, StorageError) as e:  # a data folder that is missing or has the wrong layout
+        stats = run(cfg, work)
+    except (SourceError, StorageError) as e:
         fail(e)
     m = stats["manifest"]
     for kind in shards.KINDS:

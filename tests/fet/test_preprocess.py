@@ -128,7 +128,8 @@ def test_synthtalk_through_the_serial_runner(tmp_path):
 
 
 def test_job_entry_point_reports_config_errors_without_a_traceback(tmp_path):
-    """Refused before Ray starts: the models every worker would load are checked once, by the job."""
+    """Refused before Ray starts: the models every worker would load are checked once, by the job, and
+    every source is listed (a missing data folder), without making the shard folder."""
     import subprocess
     import sys
 
@@ -137,12 +138,14 @@ def test_job_entry_point_reports_config_errors_without_a_traceback(tmp_path):
     cases = {
         "sources.0.kind=lrs3": "override 'sources.0.kind=lrs3': source.kind: unknown data set 'lrs3'",
         f"face_landmarker={media('audio/retalking_1.wav')}": "face_landmarker: /",  # not found by each worker
+        f"sources.0.root={tmp_path / 'nowhere'}": f"synthtalk source: {tmp_path / 'nowhere'}: not a directory",
     }  # fmt: skip
     for override, message in cases.items():
         out = subprocess.run([sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/data/synthtalk.yaml",
                               f"out={tmp_path / 'shards'}", override], capture_output=True, text=True, timeout=120)  # fmt: skip
         assert out.returncode == 2 and f"error: {message}" in out.stderr, (override, out.stderr[-2000:])
         assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
+        assert not (tmp_path / "shards").exists()
     checked = {  # what the job checks before Ray starts, and run_serial before any work
         f"face_landmarker={tmp_path / 'none.task'}": f"face_landmarker: face landmarker bundle {tmp_path / 'none.task'}: no such file",
         f"audio={{kind: wav2vec2, path: {tmp_path}, stack: 2}}": f"audio.path: {tmp_path}: no config.json; expected a saved Wav2Vec2Model",
@@ -180,8 +183,9 @@ def test_a_shard_folder_refuses_a_run_with_other_row_settings_and_takes_more_inp
             run_serial(config(change), progress=False)
     stats = run_serial(config("rows_per_shard=2", "ray.num_workers=3"), progress=False)  # all 6 inputs now
     assert (stats["processed"], stats["skipped"], stats["rows"]) == (2, 4, 2)
+    source = f"sources=[{{kind: synthtalk_images, root: {tmp_path / 'st' / 'images'}}}]"
     job = subprocess.run([sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/data/synthtalk.yaml",
-                          f"out={out}", "size=64"], capture_output=True, text=True, timeout=120)  # fmt: skip
+                          f"out={out}", source, "size=64"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert job.returncode == 2 and "size 32 → 64" in job.stderr and "Traceback" not in job.stderr
     assert "Started a local Ray instance" not in job.stderr  # refused before Ray starts
     out = tmp_path / "fresh"  # a run that stopped before its first shard does not bind the folder
