@@ -38,9 +38,9 @@ def build_app(args: AppOptions) -> Application:
     if isinstance(args, dict):
         args = AppOptions(**args)
     options = args.model_dump()
+    aurocs = held_out_aurocs(check_bundle(args.bundle))  # first: names a missing bundle or every missing file
     library = load_attribute_library(args.bundle)
     trained = load_attribute_classifier(args.bundle).trained_attributes
-    aurocs = held_out_aurocs(check_bundle(args.bundle))
     encoder = Encoder.options(**_deployment_options(args.encoder)).bind(options)
     animator = Animator.options(**_deployment_options(args.animator)).bind(options)
     renderer = Renderer.options(**_deployment_options(args.renderer)).bind(options)
