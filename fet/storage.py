@@ -92,8 +92,22 @@ def read_text(uri: str | os.PathLike) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
+def new_file_mode() -> int:
+    """The permissions ``open`` gives a new file under this process's umask (0o644 under the usual 022).
+    A file written through a temporary one would otherwise keep ``mkstemp``'s 0o600, readable by its owner
+    alone: a bundle or a video on a shared disk that Serve's replicas or a colleague, as another user,
+    could not read. Read from /proc where it is (setting the umask to learn it is not thread-safe)."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return 0o666 & ~int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
-    """Write a whole file; local writes are atomic (temp file + rename), S3 puts are atomic by nature."""
+    """Write a whole file; local writes are atomic (temp file + rename) and get the permissions of any new
+    file (``new_file_mode``); S3 puts are atomic by nature."""
     uri = str(uri)
     if is_s3(uri):
         bucket, key = split_s3(uri)
@@ -106,6 +120,7 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -159,7 +174,7 @@ def create_new(uri: str | os.PathLike, data: bytes = b"") -> bool:
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # less the umask, as open() does
     except FileExistsError:
         return False
     with os.fdopen(fd, "wb") as f:

@@ -119,6 +119,7 @@ class Mp4Writer:
             else:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(self._tmp, partial)
+                os.chmod(partial, storage.new_file_mode())  # not mkstemp's owner-only 0o600
                 os.replace(partial, self.uri)
         except OSError as e:
             kept, self.kept = partial, True  # abort (the caller's clean-up) leaves it

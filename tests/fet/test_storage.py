@@ -1,6 +1,11 @@
+import os
+import stat
+
+import numpy as np
 import pytest
 
 from fet import storage
+from fet.media.mp4 import Mp4Writer
 from tests.conftest import point_s3_at_nothing
 
 
@@ -106,3 +111,23 @@ def test_storage_that_cannot_answer_is_an_error_never_taken_for_a_missing_file(s
         with pytest.raises(storage.StorageError, match="none.bin: Could not connect") as e:
             call(missing)
         assert not isinstance(e.value, storage.NotFoundError), call
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_written_files_get_the_permissions_of_any_new_file(tmp_path, umask):
+    """Written through a temporary file, they kept mkstemp's owner-only 0o600: a bundle or a video on a
+    shared disk that another user (Serve's replicas, a colleague) could not read."""
+    old = os.umask(umask)
+    try:
+        storage.write_bytes(tmp_path / "bundle" / "denoiser.safetensors", b"weights")
+        storage.create_new(tmp_path / "claim", b"")
+        with Mp4Writer(tmp_path / "talking.mp4", 16, 16, fps=25) as w:
+            w.write(np.zeros((2, 16, 16, 3), np.uint8))
+        (tmp_path / "by_open").write_bytes(b"")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert storage.new_file_mode() == 0o666 & ~old
+    assert stat.S_IMODE((tmp_path / "by_open").stat().st_mode) == expected
+    for name in ("bundle/denoiser.safetensors", "claim", "talking.mp4"):
+        assert oct(stat.S_IMODE((tmp_path / name).stat().st_mode)) == oct(expected), name
