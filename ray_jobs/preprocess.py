@@ -72,17 +72,21 @@ class AddAudioFeatures:
 
 
 def run(cfg: PreprocessConfig, work: list | None = None) -> dict[str, Any]:
-    """Preprocess every pending input of every source (``work``: what ``pending`` returned, listed again when
-    not given) → counts. With ``ray.preserve_order`` (the default)
+    """Preprocess every pending input of every source → counts. ``work`` is what ``pending`` returned, with
+    ``check_settings`` passed, as ``main`` does before Ray starts; without it both are done here.
+    With ``ray.preserve_order`` (the default)
     rows reach the shard writers in input order (Ray Data's ``preserve_order``), so the same inputs are cut
     into the same shards on every run whichever actor finishes first, and training, which reads the shards
     part by part, sees its rows in the same order."""
     import ray.data
 
+    if work is None:
+        work = pending(cfg)
+        check_settings(cfg)
     options = ray.data.DataContext.get_current().execution_options
     preserve, options.preserve_order = options.preserve_order, cfg.ray.preserve_order
     try:
-        return _run(cfg, pending(cfg) if work is None else work)
+        return _run(cfg, work)
     finally:
         options.preserve_order = preserve
 
@@ -94,7 +98,6 @@ def _run(cfg: PreprocessConfig, work: list) -> dict[str, Any]:
     stats: dict[str, Any] = {"processed": 0, "skipped": 0, "rows": 0, "rejects": 0, "retry": 0, "retry_detail": "",
                              "write_seconds": 0.0}  # fmt: skip
     t0 = time.perf_counter()
-    check_settings(cfg)
     cfg_dict = to_dict(cfg)
     for source, todo, total in work:
         kind = shard_kind(source)
