@@ -59,7 +59,8 @@ def test_the_evaluation_job_refuses_what_it_would_fail_on_before_ray_starts(
     synthtalk_shards, tmp_path, monkeypatch, capsys
 ):
     """No clip shards, no bundle or one with a file missing, a tracking server that does not answer: each
-    ends the job with a message before Ray starts, not after it has generated every clip."""
+    ends the job with a message before Ray starts (MLflow is logged last: unchecked, the server's silence
+    would be found after every clip had been generated)."""
 
     def ray_started(address=None):
         raise AssertionError("Ray was started")
