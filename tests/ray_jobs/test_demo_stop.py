@@ -40,8 +40,13 @@ def _demo(tmp_path: Path, *args: str) -> subprocess.Popen:
                             env=os.environ | {"RAY_ADDRESS": ""})  # fmt: skip
 
 
+def _heads() -> set[Path]:
+    """The temporary folders of the local Ray heads on this machine (``LocalHead.temp``)."""
+    return set(Path(tempfile.gettempdir()).glob("fet-ray-*"))
+
+
 def _new_heads(before: set[Path]) -> list[Path]:
-    return sorted(set(Path(tempfile.gettempdir()).glob("fet-ray-*")) - before)
+    return sorted(_heads() - before)
 
 
 def _end(demo: subprocess.Popen) -> None:
@@ -57,7 +62,7 @@ def _end(demo: subprocess.Popen) -> None:
 def test_sigterm_stops_the_head_and_its_jobs(tmp_path):
     """SIGTERM while the preprocessing job runs: the demo exits at once with 143, and nothing of its head is
     left. Until then the head answers."""
-    before = set(Path(tempfile.gettempdir()).glob("fet-ray-*"))
+    before = _heads()
     demo = _demo(tmp_path, "--images", "400", "--clips", "10")
     lines: list[str] = []
     try:
@@ -103,7 +108,7 @@ def test_arguments_it_cannot_use_are_refused_before_anything_starts(args, messag
 def test_sigterm_while_synthtalk_draws_ends_its_pool_workers_too(tmp_path):
     """SynthTalk draws the world before the head starts. SIGTERM then ends the pool's workers too, and the
     demo exits with 143 and says so; without a handler it died at once and its workers on a broken pipe."""
-    before = set(Path(tempfile.gettempdir()).glob("fet-ray-*"))
+    before = _heads()
     demo = _demo(tmp_path, "--images", "3000", "--clips", "40")
     try:
         first = next(line for line in demo.stdout if line.startswith("[1/9]"))
@@ -125,7 +130,7 @@ def test_sigterm_while_synthtalk_draws_ends_its_pool_workers_too(tmp_path):
 
 def test_a_world_too_small_is_named_with_what_it_lacks_before_the_head_starts(tmp_path):
     """(The SIGTERM test's world, 400 faces and 10 clips, is one the demo takes: it reaches preprocessing.)"""
-    before = set(Path(tempfile.gettempdir()).glob("fet-ray-*"))
+    before = _heads()
     demo = _demo(tmp_path, "--images", "40", "--clips", "1", "--eval-clips", "3")
     out = demo.communicate(timeout=120)[0]
     assert demo.returncode == 2 and "drew a world too small for the demo" in out, out[-3000:]
