@@ -18,7 +18,7 @@ from typing import Any
 
 from fet import storage
 from fet.config import ConfigError, to_dict
-from fet.data.shards import ShardError, shard_files
+from fet.data.shards import ShardError, shard_files, split_rows
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
@@ -66,7 +66,23 @@ def check(job: TrainJobConfig, data: bool = True) -> TrainingTask:
     task = build_task(job)
     if data:
         shard_files(job.data.shards, task.kind)  # raises ShardError when there are none to train on
+        check_batches(job, task)
     return task
+
+
+def check_batches(job: TrainJobConfig, task: TrainingTask) -> None:
+    """Raises ShardError when a worker's share of the training rows makes less than one batch. Ray Data
+    gives every worker the same number of rows (``streaming_split(equal=True)``), the remainder to none."""
+    rows, workers = split_rows(job.data.shards, task.kind, "train"), job.scaling.num_workers
+    each = rows // workers * task.examples_per_row
+    if each >= job.batch_size:
+        return
+    made = "" if task.examples_per_row == 1 else f" of {task.examples_per_row} examples each"
+    raise ShardError(
+        f"{job.data.shards}: {rows} training rows of {task.kind} (split 'train') are {rows // workers} rows"
+        f"{made} per worker for scaling.num_workers={workers}: {each} examples, fewer than "
+        f"batch_size={job.batch_size}; use fewer workers, a smaller batch_size, or more training data"
+    )
 
 
 def dataset(job: TrainJobConfig, kind: str, columns: list[str]):

@@ -211,6 +211,11 @@ def shard_files(out: str, kind: str) -> list[str]:
     return sorted(files)
 
 
+def split_rows(out: str, kind: str, split: str) -> int:
+    """How many published rows of ``kind`` are in ``split``, by the sidecars (no shard is read)."""
+    return sum(s["splits"].get(split, 0) for s in read_sidecars(out, kind) if s["shard"])
+
+
 def read_rows(
     out: str, kind: str, split: str | None = None, columns: list[str] | None = None
 ) -> Iterator[dict[str, Any]]:

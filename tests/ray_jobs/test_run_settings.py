@@ -90,3 +90,32 @@ def test_the_training_job_refuses_what_its_workers_would_fail_on_before_ray_star
             train.main([*base, *shards, override], "stage1")
         assert done.value.code == 2 and f"error: {message}" in capsys.readouterr().err, override
     assert not db.exists()  # no MLflow run left RUNNING by a job that never started
+
+
+@pytest.mark.parametrize("stage", ["stage1", "audio"])
+def test_a_worker_share_smaller_than_one_batch_is_refused_before_ray_starts(
+    stage, tmp_path, synthtalk_shards, monkeypatch, capsys
+):
+    """Each worker gets the same number of training rows, so too few rows for the workers and the batch size
+    is known from the shards' sidecars. Before, each worker found it after Ray and the MLflow run had started,
+    and Ray Train retried it ``checkpoint.max_failures`` times."""
+    from fet.data.shards import split_rows
+    from ray_jobs import train
+
+    monkeypatch.setattr(train, "init_ray", lambda address=None: pytest.fail("Ray was started"))
+    kind, per_row = {"stage1": ("images", 1), "audio": ("clips", 4)}[stage]  # audio: task.windows_per_clip 4
+    rows = split_rows(synthtalk_shards, kind, "train")
+    each = rows // 2 * per_row
+    assert each >= 8  # the shipped batch size fits the test's shards
+    base = ["--config", f"configs/train/ray/{stage}_tiny.yaml", f"data.shards={synthtalk_shards}",
+            f"storage_path={tmp_path / 'ray'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        train.main([*base, f"batch_size={each + 1}"], stage)
+    made = "" if per_row == 1 else f" of {per_row} examples each"
+    expected = (f"error: {synthtalk_shards}: {rows} training rows of {kind} (split 'train') are {rows // 2} rows"
+                f"{made} per worker for scaling.num_workers=2: {each} examples, fewer than batch_size={each + 1}; "
+                "use fewer workers")  # fmt: skip
+    assert done.value.code == 2 and expected in capsys.readouterr().err
+    job = load_config(TrainJobConfig, REPO / f"configs/train/ray/{stage}_tiny.yaml",
+                      [f"data.shards={synthtalk_shards}", f"batch_size={each}"])  # fmt: skip
+    train.check(train.resolve(job))  # one batch per worker exactly: trained (Ray Train's split is equal)

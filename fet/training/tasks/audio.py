@@ -79,6 +79,10 @@ class AudioTask(TrainingTask[AudioSection]):
         style = zlib.crc32(row["speaker"].encode()) % self.pose_cfg.num_styles
         return MotionClip(row["clip_id"], style, features, meshes, transform)
 
+    @property
+    def examples_per_row(self) -> int:
+        return self.cfg.windows_per_clip
+
     def examples(self, rows: list[dict[str, Any]]) -> list[MotionClip]:
         return [c for r in rows for c in [self.motion_clip(r)] * self.cfg.windows_per_clip]
 

@@ -65,6 +65,11 @@ class TrainingTask(ABC, Generic[S]):
     def examples(self, rows: list[dict[str, Any]]) -> list[Any]:
         """Shard rows → training examples (a fixed number per row, so ranks stay in step)."""
 
+    @property
+    def examples_per_row(self) -> int:
+        """How many examples ``examples`` makes of one row."""
+        return 1
+
     @abstractmethod
     def collate(self, examples: list[Any], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Examples → a batch (random choices, e.g. frame pairs, come from ``rng``)."""

@@ -122,6 +122,10 @@ class Stage3Task(TrainingTask[Stage3Section]):
             latents.append(ae.codec.encode(x).float().cpu())
         return EncodedClip(torch.cat(z), torch.cat(latents), clip.landmarks)
 
+    @property
+    def examples_per_row(self) -> int:
+        return self.cfg.pairs_per_clip
+
     def examples(self, rows: list[dict[str, Any]]) -> list[EncodedClip]:
         return [c for r in rows for c in [self.encode(self.clip(r))] * self.cfg.pairs_per_clip]
 
