@@ -67,6 +67,7 @@ def check(job: TrainJobConfig, data: bool = True) -> TrainingTask:
     if data:
         shard_files(job.data.shards, task.kind)  # raises ShardError when there are none to train on
         check_batches(job, task)
+        task.check_rows(job.data.shards)
     return task
 
 

@@ -119,3 +119,36 @@ def test_a_worker_share_smaller_than_one_batch_is_refused_before_ray_starts(
     job = load_config(TrainJobConfig, REPO / f"configs/train/ray/{stage}_tiny.yaml",
                       [f"data.shards={synthtalk_shards}", f"batch_size={each}"])  # fmt: skip
     train.check(train.resolve(job))  # one batch per worker exactly: trained (Ray Train's split is equal)
+
+
+def test_stage2_on_faces_without_attribute_labels_is_refused_before_ray_starts(
+    tmp_path, synthtalk_shards, monkeypatch, capsys
+):
+    """Faces with no CelebA-style labels (FFHQ, a folder of one's own) cannot train the classifiers. Before,
+    each worker found it after encoding its share of the faces, and Ray Train retried it."""
+    import pyarrow.parquet as pq
+
+    from fet.autoencoder import DiffusionAutoencoder
+    from fet.training.config import resolve_model
+    from ray_jobs import train
+
+    monkeypatch.setattr(train, "init_ray", lambda address=None: pytest.fail("Ray was started"))
+    unlabelled = tmp_path / "shards" / "images"
+    unlabelled.mkdir(parents=True)
+    for part in (Path(synthtalk_shards) / "images").iterdir():  # the same faces, every label unknown (-1)
+        if part.suffix == ".parquet":
+            table = pq.read_table(part)
+            column = table.schema.get_field_index("attributes")
+            table = table.set_column(column, "attributes", [[[-1] * 40] * len(table)])
+            pq.write_table(table, unlabelled / part.name)
+        else:
+            (unlabelled / part.name).write_bytes(part.read_bytes())
+    DiffusionAutoencoder(resolve_model({"preset": "tiny", "image_size": 32})).save(str(tmp_path / "stage1"))
+    config = ["--config", "configs/train/ray/stage2_tiny.yaml", f"task.autoencoder={tmp_path / 'stage1'}",
+              f"storage_path={tmp_path / 'ray'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    labelled = load_config(TrainJobConfig, REPO / config[1], [*config[2:], f"data.shards={synthtalk_shards}"])
+    train.check(train.resolve(labelled))  # the same faces with their labels pass
+    with pytest.raises(SystemExit) as done:
+        train.main([*config, f"data.shards={tmp_path / 'shards'}"], "stage2")
+    expected = f"error: {tmp_path / 'shards'}: no attribute has both present (1) and absent (0) labels in the training"
+    assert done.value.code == 2 and expected in capsys.readouterr().err

@@ -70,6 +70,10 @@ class TrainingTask(ABC, Generic[S]):
         """How many examples ``examples`` makes of one row."""
         return 1
 
+    def check_rows(self, shards: str) -> None:
+        """Raise ``ShardError`` when the training rows under ``shards`` cannot train this stage, found by
+        reading only a few columns in the driver, before the workers start (nothing to check by default)."""
+
     @abstractmethod
     def collate(self, examples: list[Any], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Examples → a batch (random choices, e.g. frame pairs, come from ``rng``)."""

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from fet.autoencoder import DiffusionAutoencoder
+from fet.data.shards import ShardError, read_rows
 from fet.editing.attributes import CELEBA_ATTRIBUTES, AttributeLibrary
 from fet.editing.classifier import AttributeClassifier
 from fet.editing.edit import edit_semantic
@@ -24,6 +25,11 @@ from fet.training.losses import attribute_bce_loss
 from fet.training.stage2 import classifier_aurocs
 from fet.training.tasks.base import Report, StageModel, TrainingTask, all_reduce
 from fet.training.tasks.frames import decode_square, to_model_range
+
+_UNLABELLED = (
+    "{shards}: no attribute has both present (1) and absent (0) labels in the training faces; stage 2 "
+    "needs image shards with attributes (CelebA-HQ annotation file or SynthTalk)"
+)
 
 
 @dataclass
@@ -81,6 +87,14 @@ class Stage2Task(TrainingTask[Stage2Section]):
             out.append(self.autoencoder.encode(to_model_range(chunk)))
         return torch.cat(out).float().cpu() if out else torch.zeros(0, self.autoencoder.cfg.z_dim)
 
+    def check_rows(self, shards: str) -> None:
+        labels = [
+            np.asarray(r["attributes"], np.int64) for r in read_rows(shards, "images", "train", ["split", "attributes"])
+        ]
+        y = np.stack(labels) if labels else np.zeros((0, len(CELEBA_ATTRIBUTES)), np.int64)
+        if not ((y == 1).any(0) & (y == 0).any(0)).any():
+            raise ShardError(_UNLABELLED.format(shards=shards))
+
     def examples(self, rows: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         z = self._encode(rows)
         return [(z[i], torch.as_tensor(np.asarray(r["attributes"], np.int64))) for i, r in enumerate(rows)]
@@ -105,10 +119,7 @@ class Stage2Task(TrainingTask[Stage2Section]):
         clf.z_std.copy_(std.float().clamp_min(1e-6))
         clf.trained.copy_((counts[0] > 0) & (counts[1] > 0))
         if not clf.trained.any():
-            raise ValueError(
-                f"{self.job.data.shards}: no attribute has both present (1) and absent (0) labels; "
-                "stage 2 needs image shards with attributes (CelebA-HQ annotation file or SynthTalk)"
-            )
+            raise ValueError(_UNLABELLED.format(shards=self.job.data.shards))
         # the label model from every rank's sums, so each rank solves the same system
         labels = torch.where(clf.trained.to(y.device), y, 0)
         phi_phi, phi_z = clf.label_model.statistics(clf.normalize(z.to(clf.z_mean.device)).cpu(), labels)
