@@ -1,8 +1,9 @@
-"""The end-to-end demo on the embedded default (CPU, no downloads): ``make demo``.
+"""The single-process library demo on the embedded default (CPU, no downloads, no Ray): ``python -m fet.demo``.
 
-SynthTalk faces → stage 1 (semantic encoder + denoiser) → stage 2 (attribute classifiers) → edit a
-held-out face from text → ``OUT/``: the edited PNG, a sample grid and a metrics summary.
-The Ray jobs, audio-driven video and Serve parts join this demo as they land.
+SynthTalk faces → stage 1 (semantic encoder + denoiser) → stage 2 (attribute classifiers) → edit
+held-out faces from text → ``OUT/``: ``edits_grid.png`` (input, reconstruction, one column per edit),
+``edited.png`` and ``summary.json``. The whole platform end to end (Ray jobs, video, Serve) is
+``ray_jobs.demo``, which ``make demo`` runs.
 """
 
 from __future__ import annotations

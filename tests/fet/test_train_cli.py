@@ -98,3 +98,15 @@ def test_a_bad_training_config_is_refused_with_its_reason_and_no_traceback(tmp_p
         with pytest.raises(SystemExit) as e:
             main(["train", "stage1", *args])
         assert e.value.code == 2 and f"fet train: error: {message}" in capsys.readouterr().err
+
+
+def test_the_library_demo_trains_edits_and_writes_its_pictures(tmp_path):
+    """``python -m fet.demo``, the single-process demo without Ray, with a few faces and steps."""
+    out = tmp_path / "demo"
+    run("fet.demo", "--out", str(out), "--images", "40", "--steps", "3")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stage1"] and summary["stage2_val_auroc"] and 0.0 <= summary["edit_logit_increase_rate"] <= 1.0
+    grid, edited = Image.open(out / "edits_grid.png"), Image.open(out / "edited.png")
+    columns = len(summary["grid_columns"])  # input, reconstruction, then one per edit; a row per test face
+    assert columns == 6 and grid.width == columns * 32 and grid.height in (32, 64, 96, 128)
+    assert edited.size == (32, 32)
