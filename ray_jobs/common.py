@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from fet.config import ConfigError, load_config
@@ -31,6 +33,40 @@ def load_job_config(cls: type[T], args: argparse.Namespace) -> T:
         return load_config(cls, args.config, args.overrides)
     except (ConfigError, ValueError, OSError) as e:
         fail(e)
+
+
+def shipped_working_dir() -> str | None:
+    """The URI of the working directory shipped with this job (``ray job submit --working-dir``), when this
+    process is that job's driver: its current directory is then Ray's temporary copy of it."""
+    try:
+        config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    except ValueError:
+        return None
+    return ((config.get("runtime_env") or {}) if isinstance(config, dict) else {}).get("working_dir")
+
+
+def check_shipped_paths(outputs: dict[str, str], inputs: dict[str, str] | None = None) -> None:
+    """In a job whose current directory is Ray's temporary copy of its shipped working directory, raise
+    ConfigError for an output (setting → path or URI) given as a relative local path, and for an input
+    given as one that the copy does not hold. Ray deletes the copy once no job uses it, and what the job
+    wrote there goes with it (a resubmitted run would not find its checkpoints); the copy leaves out
+    what ``.gitignore`` names (``data/``, ``outputs/``), so an input there would be reported missing."""
+    shipped = shipped_working_dir()
+    if shipped is None:
+        return
+    where = f"this job runs in Ray's temporary copy of the working directory it was submitted with ({shipped})"
+    fix = "give an absolute path on a disk the cluster shares, or an s3:// URI"
+    for role, paths in (("output", outputs), ("input", inputs or {})):
+        for key, value in paths.items():
+            path = value.removeprefix("sqlite:///")
+            if not path or "://" in path or Path(path).is_absolute():
+                continue
+            if role == "output":
+                raise ConfigError(f"{key}={value}: a relative path, and {where}, deleted with what was written in "
+                                  f"it; {fix}")  # fmt: skip
+            if not Path(path).exists():
+                raise ConfigError(f"{key}={value}: a relative path, and {where}, which does not hold it (the copy "
+                                  f"leaves out what .gitignore names); {fix}")  # fmt: skip
 
 
 def say(text: str) -> None:

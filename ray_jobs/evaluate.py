@@ -23,14 +23,14 @@ from PIL import Image
 
 from fet import storage
 from fet.bundle import BundleError, check_bundle
-from fet.config import from_dict, to_dict
+from fet.config import ConfigError, from_dict, to_dict
 from fet.data.shards import ShardError, pack, shard_files, unpack
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
 from fet.images import encode_png
 from ray_jobs import tracking
-from ray_jobs.common import QUIET_ENV, fail, init_ray, load_job_config, parse_args
+from ray_jobs.common import QUIET_ENV, check_shipped_paths, fail, init_ray, load_job_config, parse_args
 from ray_jobs.run_logger import FINAL_WAIT, RunLogger
 from ray_jobs.shard_reader import read_split
 
@@ -126,10 +126,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.evaluate", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(EvalConfig, args)
     try:  # before Ray starts and the clips are generated, not after
+        check_shipped_paths({"out": cfg.out, "mlflow.tracking_uri": cfg.mlflow.tracking_uri},
+                            {"bundle": cfg.bundle, "shards": cfg.shards})  # fmt: skip
         shard_files(cfg.shards, "clips")
         check_bundle(cfg.bundle)
         tracking.check_reachable(cfg.mlflow.tracking_uri)
-    except (ShardError, BundleError, ConnectionError) as e:
+    except (ConfigError, ShardError, BundleError, ConnectionError) as e:
         fail(e)
     init_ray(args.address)
     try:

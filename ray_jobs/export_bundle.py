@@ -18,7 +18,7 @@ from fet.bundle import BundleError, check_bundle, export_bundle
 from fet.checkpoint import CheckpointError
 from fet.config import ConfigError, apply_overrides, from_dict
 from fet.pipeline import PipelineConfig
-from ray_jobs.common import fail
+from ray_jobs.common import check_shipped_paths, fail
 
 STAGES = ("stage1", "stage2", "audio", "stage3")
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="pipeline defaults stored in the bundle, e.g. steps=25 crop_scale=1.5")  # fmt: skip
     args = p.parse_args(argv)
     try:
+        check_shipped_paths({"--out": args.out}, {f"--{s}": getattr(args, s) for s in STAGES})
         pipeline = apply_overrides({}, args.pipeline)
         from_dict(PipelineConfig, pipeline, where="--pipeline")
     except (ConfigError, ValueError) as e:

@@ -33,7 +33,7 @@ from fet.data.preprocess.settings import check_settings
 from fet.data.shard_preview import write_previews
 from fet.data.sources import SourceError, item_from_dict, item_to_dict
 from fet.storage import StorageError
-from ray_jobs.common import QUIET_ENV, fail, init_ray, load_job_config, parse_args
+from ray_jobs.common import QUIET_ENV, check_shipped_paths, fail, init_ray, load_job_config, parse_args
 from ray_jobs.shard_writer import write_batch
 
 OVERRIDES_EXAMPLE = "out=s3://bucket/shards ray.num_workers=8"  # shown in --help
@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.preprocess", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(PreprocessConfig, args)
     try:  # each before Ray starts
+        inputs = {f"sources.{i}.{k}": getattr(src, k) or "" for i, src in enumerate(cfg.sources)
+                  for k in ("root", "audio_root", "attributes")}  # fmt: skip
+        check_shipped_paths({"out": cfg.out}, inputs)
         check_models(cfg)  # not found by every worker, each with a traceback
         work = pending(cfg)  # every source listed: a data folder that is missing or has the wrong layout
         check_settings(cfg)  # a folder made with other settings is refused at once

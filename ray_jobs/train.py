@@ -22,7 +22,7 @@ from fet.data.shards import ShardError, shard_files, split_rows
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
-from ray_jobs.common import fail, init_ray, load_job_config, parse_args
+from ray_jobs.common import check_shipped_paths, fail, init_ray, load_job_config, parse_args
 from ray_jobs.run_settings import check_run_settings
 from ray_jobs.shard_reader import read_split
 
@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
             fail(ConfigError(f"{args.config}: stage={job.stage!r}, but this entry point trains {stage!r}"))
         job.stage = stage
     try:
+        frozen = {"task.autoencoder": job.task["autoencoder"]} if "autoencoder" in job.task else {}  # stages 2, 3
+        inputs = {"data.shards": job.data.shards, **frozen}
+        check_shipped_paths({"out": job.out, "storage_path": job.storage_path,
+                             "mlflow.tracking_uri": job.mlflow.tracking_uri}, inputs)  # fmt: skip
         finished = storage.exists(marker(job))  # then it is not trained again: its shards may be gone
         task = check(resolve(job), data=not finished)
         check_run_settings(job, finished=finished)  # before Ray starts

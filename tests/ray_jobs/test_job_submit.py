@@ -82,3 +82,16 @@ def test_training_through_ray_job_submit(ray_head, synthtalk_shards, tmp_path):
     classifier = load_attribute_classifier(str(tmp_path / "stage2"))  # the classifiers start at zero
     trained = classifier.trained.nonzero().flatten()
     assert len(trained) > 0 and bool((classifier.linear.weight[trained].abs().sum(1) > 0).all())
+
+
+def test_relative_outputs_are_refused_in_a_shipped_working_directory(ray_head, synthtalk_shards, tmp_path):
+    """Under `--working-dir` the job runs in Ray's temporary copy of it: the default `out` and MLflow store
+    (outputs/...) would be written there and deleted with it. Before, the job trained and reported success."""
+    address, env = ray_head
+    done = submit(address, env, "python", "-m", "ray_jobs.train_audio", "--config", "configs/train/ray/audio_tiny.yaml",
+                  f"data.shards={synthtalk_shards}", f"storage_path={tmp_path / 'ray'}", "steps=2")  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode != 0 and "failed" in log, log[-4000:]
+    assert "error: out=outputs/components/audio: a relative path, and this job runs in Ray's temporary copy of the " \
+           "working directory it was submitted with (gcs://_ray_pkg_" in log, log[-4000:]  # fmt: skip
+    assert "Traceback" not in log and not (tmp_path / "ray").exists()

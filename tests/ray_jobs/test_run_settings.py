@@ -152,3 +152,39 @@ def test_stage2_on_faces_without_attribute_labels_is_refused_before_ray_starts(
         train.main([*config, f"data.shards={tmp_path / 'shards'}"], "stage2")
     expected = f"error: {tmp_path / 'shards'}: no attribute has both present (1) and absent (0) labels in the training"
     assert done.value.code == 2 and expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "setting"),
+    [
+        ("preprocess", ["--config", "configs/data/synthtalk.yaml"], "out=data/shards/synthtalk"),
+        ("train", ["--config", "configs/train/ray/audio_tiny.yaml", "out=/kept/audio"], "storage_path=outputs/ray_results"),
+        ("train", ["--config", "configs/train/ray/audio_tiny.yaml", "out=/kept/audio", "storage_path=s3://b/ray"],
+         "mlflow.tracking_uri=sqlite:///outputs/mlflow.db"),
+        ("train", ["--config", "configs/train/ray/stage2_tiny.yaml", "out=/kept/2", "storage_path=s3://b/ray",
+                   "mlflow.tracking_uri=http://mlflow:5000", "data.shards=/kept/shards", "task.autoencoder=no/such/1"],
+         "task.autoencoder=no/such/1"),
+        ("evaluate", ["--config", "configs/eval/synthtalk.yaml"], "out=outputs/eval/synthtalk"),
+        ("evaluate", ["--config", "configs/eval/synthtalk.yaml", "out=s3://b/eval", "mlflow.tracking_uri=http://m:5000",
+                      "bundle=no/such/bundle"], "bundle=no/such/bundle"),
+        ("export_bundle", ["--out", "bundle", *[f"--{s}=/kept/{s}" for s in ("stage1", "stage2", "audio", "stage3")]],
+         "--out=bundle"),
+        ("export_bundle", ["--out", "/kept/bundle", "--stage1=no/such/stage1", "--stage2=/kept/2", "--audio=/kept/a",
+                           "--stage3=/kept/3"], "--stage1=no/such/stage1"),
+    ],
+)  # fmt: skip
+def test_every_job_refuses_relative_outputs_in_a_shipped_working_directory(module, args, setting, monkeypatch, capsys):
+    """The driver of `ray job submit --working-dir` runs in Ray's temporary copy of that directory, and Ray
+    says so in RAY_JOB_CONFIG_JSON_ENV_VAR (as set here, in the form Ray gives it): an output there would be
+    deleted with it, and an input that .gitignore left out of it would be reported missing. An absolute path
+    or a URI is kept."""
+    import importlib
+
+    job = importlib.import_module(f"ray_jobs.{module}")
+    shipped = '{"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip", "env_vars": {}}, "metadata": {}}'
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", shipped)
+    monkeypatch.setattr(job, "init_ray", lambda address=None: pytest.fail("Ray was started"), raising=False)
+    with pytest.raises(SystemExit) as done:
+        job.main(args)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"error: {setting}: a relative path" in err and "(gcs://_ray_pkg_0123.zip)" in err
