@@ -211,9 +211,18 @@ def shard_files(out: str, kind: str) -> list[str]:
     return sorted(files)
 
 
+def split_counts(out: str, kind: str) -> dict[str, int]:
+    """Published rows of ``kind`` per split, by the sidecars (no shard is read)."""
+    counts: Counter = Counter()
+    for side in read_sidecars(out, kind):
+        if side["shard"]:
+            counts.update(side["splits"])
+    return dict(counts)
+
+
 def split_rows(out: str, kind: str, split: str) -> int:
     """How many published rows of ``kind`` are in ``split``, by the sidecars (no shard is read)."""
-    return sum(s["splits"].get(split, 0) for s in read_sidecars(out, kind) if s["shard"])
+    return split_counts(out, kind).get(split, 0)
 
 
 def read_rows(
