@@ -27,7 +27,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -222,9 +222,9 @@ class Ingress:
                 413, f"{field}: exceeds the limit of {self.options.max_image_pixels} pixels ({e})"
             ) from e
         except Exception as e:  # PIL raises many types for bad data
-            raise HTTPException(
-                415, f"{field}: not a readable PNG, JPEG or WebP image ({type(e).__name__}: {e})"
-            ) from e
+            unknown = isinstance(e, UnidentifiedImageError)  # PIL's message names our buffer, not the upload
+            reason = "no image format PIL knows" if unknown else f"{type(e).__name__}: {e}"
+            raise HTTPException(415, f"{field}: not a readable PNG, JPEG or WebP image ({reason})") from e
         return data
 
     async def _audio(self, upload: UploadFile | None) -> np.ndarray:
