@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             {"bundle": cfg.bundle, "shards": cfg.shards})  # fmt: skip
         shard_files(cfg.shards, "clips")
         if not (counts := split_counts(cfg.shards, "clips")).get(cfg.split):
-            raise ShardError(f"{cfg.shards}: no clips in split={cfg.split!r}; the shards hold "
-                             f"{', '.join(f'{n} in {k!r}' for k, n in sorted(counts.items()))}; set split to one of them")  # fmt: skip
+            held = ", ".join(f"{n} in {k!r}" for k, n in sorted(counts.items()))
+            raise ShardError(f"{cfg.shards}: no clips in split={cfg.split!r}; the shards hold {held}; set split to "
+                             "one of them")  # fmt: skip
         check_bundle(cfg.bundle)
         tracking.check_reachable(cfg.mlflow.tracking_uri)
     except (ConfigError, ShardError, BundleError, ConnectionError) as e:
