@@ -55,7 +55,7 @@ def check_run_settings(job: TrainJobConfig, finished: bool) -> list[str]:
              if made.get(k) != wanted.get(k)]  # fmt: skip
     if not diffs or finished:
         return diffs
-    if not any("/checkpoint_" in f for f in _files(run_dir)):  # nothing trained yet: this submission's settings
+    if not has_checkpoints(run_dir):  # nothing trained yet: this submission's settings
         storage.write_text(uri, text)
         return []
     raise ConfigError(
@@ -64,8 +64,9 @@ def check_run_settings(job: TrainJobConfig, finished: bool) -> list[str]:
     )
 
 
-def _files(run_dir: str) -> list[str]:
+def has_checkpoints(run_dir: str) -> bool:
+    """Whether Ray Train has written a checkpoint of the run kept in ``run_dir`` (``storage_path/name``)."""
     try:
-        return storage.list_files(run_dir)
+        return any("/checkpoint_" in f for f in storage.list_files(run_dir))
     except storage.NotFoundError:  # no such folder yet
-        return []
+        return False

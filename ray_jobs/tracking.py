@@ -1,9 +1,10 @@
-"""MLflow for training runs: one MLflow run per training run name, kept across restarts and resubmits.
+"""MLflow for training runs: one MLflow run per training run, kept across restarts and resubmits.
 
-The driver creates (or finds) the run and hands its id to the workers; rank 0 logs into it with an
-``MlflowClient`` (no process-global active run, so a restarted worker simply logs on). Secrets never
-reach MLflow: keys that name credentials are masked and passwords in URIs are stripped before
-params are logged; S3 keys and tracking tokens come from the environment or the instance role.
+The driver creates the run (or reopens the one its training run recorded) and hands its id to the
+workers; rank 0 logs into it with an ``MlflowClient`` (no process-global active run, so a restarted
+worker simply logs on). Secrets never reach MLflow: keys that name credentials are masked and
+passwords in URIs are stripped before params are logged; S3 keys and tracking tokens come from the
+environment or the instance role.
 """
 
 from __future__ import annotations
@@ -146,13 +147,18 @@ def find_run(tracking_uri: str, experiment: str, run_name: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    """Create the MLflow run of ``run_name`` with its params, or return the existing one (resubmit)."""
-    existing = find_run(tracking_uri, experiment, run_name)
-    if existing:
-        open_client(tracking_uri).update_run(existing, status="RUNNING")
-        return existing
-    return new_run(tracking_uri, experiment, run_name, params, tags)
+def reopen(tracking_uri: str, run_id: str) -> bool:
+    """Mark the run RUNNING again → False when this tracking server has no such run (or it was deleted)."""
+    client = open_client(tracking_uri)
+    try:
+        if client.get_run(run_id).info.lifecycle_stage == "deleted":
+            return False
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return False
+    client.update_run(run_id, status="RUNNING")
+    return True
 
 
 def new_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:

@@ -23,10 +23,11 @@ from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
 from ray_jobs.common import check_shipped_paths, fail, init_ray, load_job_config, parse_args
-from ray_jobs.run_settings import check_run_settings
+from ray_jobs.run_settings import check_run_settings, has_checkpoints
 from ray_jobs.shard_reader import read_split
 
 COMPLETE = "fet_complete.json"
+MLFLOW_RUN = "fet_mlflow_run.json"  # the training run's MLflow run id, beside its checkpoints
 
 OVERRIDES_EXAMPLE = "steps=2000 optim.lr=1e-4 scaling.num_workers=8"  # shown in --help
 
@@ -93,6 +94,27 @@ def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
     return read_split(job.data.shards, kind, columns, "train")
 
 
+def mlflow_run(job: TrainJobConfig) -> str:
+    """The id of the training run's MLflow run: the one recorded beside its checkpoints (``MLFLOW_RUN``),
+    reopened, when this tracking server has it; else a new one, recorded. A new training run under a
+    name used before (another ``storage_path``, or its folder deleted) gets a run of its own: in the
+    old one its steps would be logged over the old steps, under the old params."""
+    record = storage.join(job.storage_path, job.name, MLFLOW_RUN)
+    uri, experiment = job.mlflow.tracking_uri, job.mlflow.experiment
+    if storage.exists(record):
+        known = json.loads(storage.read_text(record))["run_id"]
+    elif has_checkpoints(storage.join(job.storage_path, job.name)):  # checkpointed before runs were recorded
+        known = tracking.find_run(uri, experiment, job.name)
+    else:
+        known = None
+    run_id = known if known and tracking.reopen(uri, known) else None
+    if run_id is None:
+        run_id = tracking.new_run(uri, experiment, job.name, to_dict(job), {"fet.stage": job.stage})
+    if run_id != known or not storage.exists(record):
+        storage.write_text(record, json.dumps({"run_id": run_id, "experiment": experiment}))
+    return run_id
+
+
 def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]:
     """Train (or resume) ``job``; returns its final metrics. Needs Ray initialised. ``task``: what
     ``check`` returned for this job, when the caller checked it already."""
@@ -112,8 +134,7 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
     task = task or check(job)
     check_run_settings(job, finished=False)  # refuses to resume it with other settings
     train_data = dataset(job, task.kind, task.columns)  # before the MLflow run, which a failure here would strand
-    run_id = tracking.start_run(job.mlflow.tracking_uri, job.mlflow.experiment, job.name, to_dict(job),
-                                {"fet.stage": job.stage})  # fmt: skip
+    run_id = mlflow_run(job)
     print(f"[{job.name}] MLflow run {run_id} at {job.mlflow.tracking_uri}")
     resources = {"CPU": job.scaling.cpus_per_worker}
     if job.scaling.use_gpu:
