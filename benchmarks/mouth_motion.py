@@ -26,7 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fet.bundle import load_bundle
-from fet.data.shards import read_rows, unpack
+from fet.data.shards import ShardError, check_split, read_rows, unpack
 from fet.evaluation.clip import _fill_gaps, resize
 from fet.images import image_grid
 from fet.landmarks.detector import FaceLandmarks
@@ -51,12 +51,17 @@ def main() -> None:
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0], help="landmark_scale values")
     p.add_argument("--clips", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--split", default="test", help="the shards' split the clips come from")
     args = p.parse_args()
+    try:
+        check_split(args.shards, "clips", args.split)
+    except ShardError as e:
+        raise SystemExit(f"error: {e} (--split)") from None
     bundle = load_bundle(args.bundle)
     base = bundle.pipeline_defaults
     pipes = {s: FaceEditTalkerPipeline(bundle, PipelineConfig(**{**base, "landmark_scale": s})) for s in args.scales}
     rows, strips = [], []
-    for row in list(read_rows(args.shards, "clips", "test"))[: args.clips]:
+    for row in list(read_rows(args.shards, "clips", args.split))[: args.clips]:
         n = int(args.seconds * 25)
         real = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in row["frames"][:n]])
         lms, transforms = unpack(row["landmarks"])[:n], unpack(row["transform"])[:n]
@@ -68,7 +73,7 @@ def main() -> None:
             ref = pipe.encode(real[0], FaceLandmarks(lms[0], transforms[0], np.zeros(52, np.float32)))
             frames = pipe.render([ref] * len(lms), lms[:, :, :2])
             gen = measured(pipe, frames)
-            strip += [frames[lo], frames[hi]]
+            strip += list(resize(frames[[lo, hi]], real.shape[1]))  # the model's size may not be the shards'
             rows.append({
                 "clip": row["clip_id"], "landmark_scale": scale, "frames": len(frames),
                 "driving_std": float(drive.std()),

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fet.bundle import load_bundle
-from fet.data.shards import read_rows, unpack
+from fet.data.shards import ShardError, check_split, read_rows, unpack
 from fet.evaluation.clip import _fill_gaps, resize
 from fet.landmarks.detector import NoFaceError
 from fet.metrics.sync import landmark_audio_sync, mouth_opening
@@ -35,16 +35,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle")
     p.add_argument("faces", help="a folder of portraits (png or jpg)")
-    p.add_argument("shards", help="clip shards: the speech is the first test clip's")
+    p.add_argument("shards", help="clip shards: the speech is the first clip of --split")
     p.add_argument("--faces", type=int, default=13, dest="count")
     p.add_argument("--scales", type=float, nargs="+", default=None, help="landmark_scale values (bundle's)")
     p.add_argument("--text", default=None, help="an edit applied to every video, e.g. 'very black hair'")
+    p.add_argument("--split", default="test", help="the shards' split the clips come from")
     args = p.parse_args()
+    try:
+        check_split(args.shards, "clips", args.split)
+    except ShardError as e:
+        raise SystemExit(f"error: {e} (--split)") from None
     bundle = load_bundle(args.bundle)
     base = bundle.pipeline_defaults
     scales = args.scales or [float(base.get("landmark_scale", 1.0))]
     pipes = {s: FaceEditTalkerPipeline(bundle, PipelineConfig(**{**base, "landmark_scale": s})) for s in scales}
-    clip = next(read_rows(args.shards, "clips", "test", ["clip_id", "split", "audio"]))
+    clip = next(read_rows(args.shards, "clips", args.split, ["clip_id", "split", "audio"]))
     speech = unpack(clip["audio"])
     paths = sorted(q for q in Path(args.faces).iterdir() if q.suffix.lower() in {".png", ".jpg", ".jpeg"})
     results: dict[float, list[float]] = {s: [] for s in scales}

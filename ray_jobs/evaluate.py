@@ -24,7 +24,7 @@ from PIL import Image
 from fet import storage
 from fet.bundle import BundleError, check_bundle
 from fet.config import ConfigError, from_dict, to_dict
-from fet.data.shards import ShardError, pack, shard_files, split_counts, unpack
+from fet.data.shards import ShardError, check_split, pack, shard_files, unpack
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
@@ -129,10 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check_shipped_paths({"out": cfg.out, "mlflow.tracking_uri": cfg.mlflow.tracking_uri},
                             {"bundle": cfg.bundle, "shards": cfg.shards})  # fmt: skip
         shard_files(cfg.shards, "clips")
-        if not (counts := split_counts(cfg.shards, "clips")).get(cfg.split):
-            held = ", ".join(f"{n} in {k!r}" for k, n in sorted(counts.items()))
-            raise ShardError(f"{cfg.shards}: no clips in split={cfg.split!r}; the shards hold {held}; set split to "
-                             "one of them")  # fmt: skip
+        check_split(cfg.shards, "clips", cfg.split)
         check_bundle(cfg.bundle)
         tracking.check_reachable(cfg.mlflow.tracking_uri)
     except (ConfigError, ShardError, BundleError, ConnectionError) as e:

@@ -225,6 +225,16 @@ def split_rows(out: str, kind: str, split: str) -> int:
     return split_counts(out, kind).get(split, 0)
 
 
+def check_split(out: str, kind: str, split: str) -> int:
+    """How many published rows of ``kind`` are in ``split``; ``ShardError`` naming the splits there are
+    when none (shards of one's own made with ``test_fraction: 0`` have no test split)."""
+    counts = split_counts(out, kind)
+    if not counts.get(split):
+        held = ", ".join(f"{n} in {k!r}" for k, n in sorted(counts.items())) or "no rows"
+        raise ShardError(f"{out}: no {kind} in split {split!r}; the shards hold {held}; choose one of them")
+    return counts[split]
+
+
 def read_rows(
     out: str, kind: str, split: str | None = None, columns: list[str] | None = None
 ) -> Iterator[dict[str, Any]]:

@@ -74,8 +74,8 @@ def test_the_evaluation_job_refuses_what_it_would_fail_on_before_ray_starts(
     good = [f"shards={synthtalk_shards}", f"bundle={bundle}", f"out={tmp_path / 'eval'}"]
     cases = {
         f"shards={tmp_path / 'none'}": f"{tmp_path / 'none'}: no clips shards; run the preprocessing job",
-        "split=holdout": f"{synthtalk_shards}: no clips in split='holdout'; the shards hold 2 in 'test', 7 in 'train', "
-        "1 in 'val'; set split to one of them",
+        "split=holdout": f"{synthtalk_shards}: no clips in split 'holdout'; the shards hold 2 in 'test', 7 in 'train', "
+        "1 in 'val'; choose one of them",
         f"bundle={tmp_path / 'nowhere'}": f"{tmp_path / 'nowhere'}: no bundle.json",
         f"bundle={partial}": f"bundle {partial}: missing component file(s) pose_guider.safetensors",
         f"mlflow.tracking_uri={server}": f"mlflow.tracking_uri={server}: the tracking server does not answer",
