@@ -88,12 +88,14 @@ class Stage2Task(TrainingTask[Stage2Section]):
         return torch.cat(out).float().cpu() if out else torch.zeros(0, self.autoencoder.cfg.z_dim)
 
     def check_rows(self, shards: str) -> None:
-        labels = [
-            np.asarray(r["attributes"], np.int64) for r in read_rows(shards, "images", "train", ["split", "attributes"])
-        ]
-        y = np.stack(labels) if labels else np.zeros((0, len(CELEBA_ATTRIBUTES)), np.int64)
-        if not ((y == 1).any(0) & (y == 0).any(0)).any():
-            raise ShardError(_UNLABELLED.format(shards=shards))
+        """Labelled faces read shard by shard, up to the first attribute seen both present and absent."""
+        present = absent = np.zeros(len(CELEBA_ATTRIBUTES), bool)
+        for row in read_rows(shards, "images", "train", ["split", "attributes"]):
+            y = np.asarray(row["attributes"])
+            present, absent = present | (y == 1), absent | (y == 0)
+            if (present & absent).any():
+                return
+        raise ShardError(_UNLABELLED.format(shards=shards))
 
     def examples(self, rows: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         z = self._encode(rows)
