@@ -101,7 +101,8 @@ def mlflow_run(job: TrainJobConfig) -> str:
     old one its steps would be logged over the old steps, under the old params."""
     record = storage.join(job.storage_path, job.name, MLFLOW_RUN)
     uri, experiment = job.mlflow.tracking_uri, job.mlflow.experiment
-    if storage.exists(record):
+    recorded = storage.exists(record)
+    if recorded:
         known = json.loads(storage.read_text(record))["run_id"]
     elif has_checkpoints(storage.join(job.storage_path, job.name)):  # checkpointed before runs were recorded
         known = tracking.find_run(uri, experiment, job.name)
@@ -110,7 +111,7 @@ def mlflow_run(job: TrainJobConfig) -> str:
     run_id = known if known and tracking.reopen(uri, known) else None
     if run_id is None:
         run_id = tracking.new_run(uri, experiment, job.name, to_dict(job), {"fet.stage": job.stage})
-    if run_id != known or not storage.exists(record):
+    if run_id != known or not recorded:
         storage.write_text(record, json.dumps({"run_id": run_id, "experiment": experiment}))
     return run_id
 
