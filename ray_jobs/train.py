@@ -76,14 +76,15 @@ def check_batches(job: TrainJobConfig, task: TrainingTask) -> None:
     """Raises ShardError when a worker's share of the training rows makes less than one batch. Ray Data
     gives every worker the same number of rows (``streaming_split(equal=True)``), the remainder to none."""
     rows, workers = split_rows(job.data.shards, task.kind, "train"), job.scaling.num_workers
-    each = rows // workers * task.examples_per_row
+    share = rows // workers
+    each = share * task.examples_per_row
     if each >= job.batch_size:
         return
     made = "" if task.examples_per_row == 1 else f" of {task.examples_per_row} examples each"
     raise ShardError(
-        f"{job.data.shards}: {rows} training rows of {task.kind} (split 'train') are {rows // workers} rows"
-        f"{made} per worker for scaling.num_workers={workers}: {each} examples, fewer than "
-        f"batch_size={job.batch_size}; use fewer workers, a smaller batch_size, or more training data"
+        f"{job.data.shards}: {rows} training rows of {task.kind} (split 'train') are {share} row"
+        f"{'' if share == 1 else 's'}{made} per worker for scaling.num_workers={workers}: {each} examples, "
+        f"fewer than batch_size={job.batch_size}; use fewer workers, a smaller batch_size, or more training data"
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,21 @@ def test_the_readme_shows_every_job():
     assert wanted <= modules, sorted(wanted - modules)
 
 
+def check_written_config(name: str, module: str) -> None:
+    """The config ``cat > NAME <<EOF ... EOF`` writes in the README loads into the job's config."""
+    from fet.config import load_config
+    from fet.data.preprocess import PreprocessConfig
+
+    written = re.search(rf"cat > {re.escape(name)} <<EOF\n(.*?)\nEOF\n", README.read_text(), re.S)
+    assert written, f"{name}: the README names this config but no block writes it"
+    assert module == "ray_jobs.preprocess", f"{module}: only the preprocessing config is written by the README"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "written.yaml"
+        path.write_text(re.sub(r"\$\w+", "/data", written.group(1)))
+        cfg = load_config(PreprocessConfig, path)
+    cfg.validate()
+
+
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_command_names_a_module_and_a_config_that_exist(command):
     argv = shlex.split(command)
@@ -40,6 +56,9 @@ def test_readme_command_names_a_module_and_a_config_that_exist(command):
         from ray_jobs.common import parse_args
 
         parse_args(module, "", "", argv[3:])  # overrides after --config are taken
+        if "$" in argv[argv.index("--config") + 1]:  # a config the README's block writes first (a heredoc)
+            check_written_config(argv[argv.index("--config") + 1], module)
+            return
         check_entrypoint(command)  # the config loads into that job's config and names its stage
         return
     assert importlib.util.find_spec(module) is not None, f"{module}: no such module"
