@@ -126,8 +126,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.evaluate", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(EvalConfig, args)
     try:  # before Ray starts and the clips are generated, not after
+        weights = {f"weights.{k}": v or "" for k, v in to_dict(cfg.weights).items()}
         check_shipped_paths({"out": cfg.out, "mlflow.tracking_uri": cfg.mlflow.tracking_uri},
-                            {"bundle": cfg.bundle, "shards": cfg.shards})  # fmt: skip
+                            {"bundle": cfg.bundle, "shards": cfg.shards, **weights})  # fmt: skip
         shard_files(cfg.shards, "clips")
         check_split(cfg.shards, "clips", cfg.split)
         check_bundle(cfg.bundle)

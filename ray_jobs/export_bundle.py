@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="pipeline defaults stored in the bundle, e.g. steps=25 crop_scale=1.5")  # fmt: skip
     args = p.parse_args(argv)
     try:
-        check_shipped_paths({"--out": args.out}, {f"--{s}": getattr(args, s) for s in STAGES})
+        inputs = {f"--{s}": getattr(args, s) for s in STAGES} | {"--face-landmarker": args.face_landmarker or ""}
+        check_shipped_paths({"--out": args.out}, inputs)
         pipeline = apply_overrides({}, args.pipeline)
         from_dict(PipelineConfig, pipeline, where="--pipeline")
     except (ConfigError, ValueError) as e:

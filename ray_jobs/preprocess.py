@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:  # each before Ray starts
         inputs = {f"sources.{i}.{k}": getattr(src, k) or "" for i, src in enumerate(cfg.sources)
                   for k in ("root", "audio_root", "attributes")}  # fmt: skip
-        check_shipped_paths({"out": cfg.out}, inputs)
+        models = {"face_landmarker": cfg.face_landmarker or "", "audio.path": cfg.audio.get("path") or ""}
+        check_shipped_paths({"out": cfg.out}, inputs | models)
         check_models(cfg)  # not found by every worker, each with a traceback
         work = pending(cfg)  # every source listed: a data folder that is missing or has the wrong layout
         check_settings(cfg)  # a folder made with other settings is refused at once

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fet import storage
-from fet.config import ConfigError, to_dict
+from fet.config import ConfigError, flatten, to_dict
 from fet.data.shards import ShardError, shard_files, split_rows
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
             fail(ConfigError(f"{args.config}: stage={job.stage!r}, but this entry point trains {stage!r}"))
         job.stage = stage
     try:
-        frozen = {"task.autoencoder": job.task["autoencoder"]} if "autoencoder" in job.task else {}  # stages 2, 3
-        inputs = {"data.shards": job.data.shards, **frozen}
+        paths = {f"task.{k}": v for k, v in flatten(job.task).items() if isinstance(v, str) and "/" in v}
+        inputs = {"data.shards": job.data.shards, **paths}  # task: stage 1's model, audio encoder or codec weights
         check_shipped_paths({"out": job.out, "storage_path": job.storage_path,
                              "mlflow.tracking_uri": job.mlflow.tracking_uri}, inputs)  # fmt: skip
         finished = storage.exists(marker(job))  # then it is not trained again: its shards may be gone
