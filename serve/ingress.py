@@ -63,6 +63,15 @@ def _cause(e: BaseException) -> BaseException:
     return getattr(e, "cause", None) or e
 
 
+async def gather_within(seconds: float, *calls: Awaitable[Any]) -> list[Any]:
+    """``asyncio.gather`` of ``calls`` under a time limit. A caller cancelled meanwhile (a probe that
+    stopped waiting) leaves the gathered future holding a CancelledError that nobody awaits any more,
+    which asyncio then logs with a traceback as "exception was never retrieved": it is read here."""
+    gathered = asyncio.gather(*calls)
+    gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return await asyncio.wait_for(gathered, timeout=seconds)
+
+
 def _message(e: BaseException) -> str:
     return str(_cause(e)).strip().splitlines()[-1] if str(_cause(e)).strip() else type(e).__name__
 
@@ -288,8 +297,8 @@ class Ingress:
     @app.get("/readyz")
     async def readyz(self) -> JSONResponse:
         try:
-            checks = await asyncio.wait_for(asyncio.gather(self.encoder.ready.remote(), self.animator.ready.remote(),
-                                                           self.renderer.ready.remote()), timeout=5)  # fmt: skip
+            checks = await gather_within(5, self.encoder.ready.remote(), self.animator.ready.remote(),
+                                         self.renderer.ready.remote())  # fmt: skip
         except Exception as e:
             return JSONResponse({"ready": False, "detail": _message(e)}, status_code=503)
         return JSONResponse({"ready": all(checks)}, status_code=200 if all(checks) else 503)
