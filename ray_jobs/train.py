@@ -130,7 +130,10 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
     if storage.exists(done):
         result = json.loads(storage.read_text(done))
         print(f"[{job.name}] already complete ({result['steps']} steps); not training again. Result: {done}")
-        for diff in check_run_settings(job, finished=True):
+        diffs = check_run_settings(job, finished=True)
+        if result.get("data", job.data.shards) != job.data.shards:  # paths are not among the settings compared
+            diffs.append(f"data.shards {result['data']} → {job.data.shards}")
+        for diff in diffs:
             print(f"[{job.name}]   it was trained with {diff.replace(' → ', ', not ')} as this submission asks")
         return result | {"already_complete": True}
     task = task or check(job)
@@ -166,9 +169,9 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
     checkpoint = result.checkpoint.path if result.checkpoint else ""
     if checkpoint and "://" in job.storage_path:
         checkpoint = job.storage_path.split("://")[0] + "://" + checkpoint.lstrip("/")
-    summary = {"name": job.name, "stage": job.stage, "steps": metrics.get("step"), "mlflow_run_id": run_id,
-               "out": job.out, "checkpoint": checkpoint, "wall_seconds": time.time() - start,
-               "metrics": metrics}  # fmt: skip
+    summary = {"name": job.name, "stage": job.stage, "steps": metrics.get("step"), "data": job.data.shards,
+               "mlflow_run_id": run_id, "out": job.out, "checkpoint": checkpoint,
+               "wall_seconds": time.time() - start, "metrics": metrics}  # fmt: skip
     if summary["steps"] != job.steps:
         raise RuntimeError(f"[{job.name}] ended at step {summary['steps']}, expected {job.steps}")
     storage.write_text(done, json.dumps(summary, indent=2, default=str))

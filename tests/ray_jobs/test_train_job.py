@@ -135,7 +135,7 @@ def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, kill
 
 
 def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
-    local_ray, synthtalk_shards, s3_bucket, mlflow_server, tmp_path
+    local_ray, synthtalk_shards, s3_bucket, mlflow_server, tmp_path, capsys
 ):
     """A worker killed mid-run, and the tracking server down while the run resumes: the run ends with
     exactly its steps, and every step's loss reaches the one MLflow run once the server is back."""
@@ -176,5 +176,11 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
     again = run(job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
                     "steps=40", f"mlflow.tracking_uri={uri}"))  # fmt: skip
     assert again["already_complete"] and again["mlflow_run_id"] == run_id
+    capsys.readouterr()
+    # other data under the finished run's name: not trained, and the data it was trained on is named
+    run(job("stage1", tmp_path, str(tmp_path / "other"), "name=stage1-kill", f"storage_path={s3_bucket}/ray",
+            "steps=40", f"mlflow.tracking_uri={uri}"))  # fmt: skip
+    assert (f"it was trained with data.shards {synthtalk_shards}, not {tmp_path / 'other'} as this submission asks"
+            in capsys.readouterr().out)  # fmt: skip
     exp = MlflowClient(uri).get_experiment_by_name(cfg.mlflow.experiment)
     assert len(MlflowClient(uri).search_runs([exp.experiment_id])) == 1
