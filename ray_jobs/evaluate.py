@@ -24,7 +24,7 @@ from PIL import Image
 from fet import storage
 from fet.bundle import BundleError, check_bundle
 from fet.config import ConfigError, from_dict, to_dict
-from fet.data.shards import ShardError, check_split, pack, shard_files, unpack
+from fet.data.shards import ShardError, check_split, pack, unpack
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         weights = {f"weights.{k}": v or "" for k, v in to_dict(cfg.weights).items()}
         check_shipped_paths({"out": cfg.out, "mlflow.tracking_uri": cfg.mlflow.tracking_uri},
                             {"bundle": cfg.bundle, "shards": cfg.shards, **weights})  # fmt: skip
-        shard_files(cfg.shards, "clips")
-        check_split(cfg.shards, "clips", cfg.split)
+        check_split(cfg.shards, "clips", cfg.split)  # no clip shards at all, or none in the split
         check_bundle(cfg.bundle)
         tracking.check_reachable(cfg.mlflow.tracking_uri)
     except (ConfigError, ShardError, BundleError, ConnectionError) as e:

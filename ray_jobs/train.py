@@ -18,7 +18,7 @@ from typing import Any
 
 from fet import storage
 from fet.config import ConfigError, flatten, to_dict
-from fet.data.shards import ShardError, shard_files, split_rows
+from fet.data.shards import ShardError, split_rows
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
@@ -66,8 +66,7 @@ def check(job: TrainJobConfig, data: bool = True) -> TrainingTask:
     job.validate()
     task = build_task(job)
     if data:
-        shard_files(job.data.shards, task.kind)  # raises ShardError when there are none to train on
-        check_batches(job, task)
+        check_batches(job, task)  # raises ShardError when there are no shards, or too few rows, to train on
         task.check_rows(job.data.shards)
     return task
 

@@ -203,20 +203,25 @@ def read_rejects(out: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(storage.read_text(storage.join(out, "rejects.csv")))))
 
 
+def _published(out: str, kind: str) -> list[dict[str, Any]]:
+    """The sidecars of the published shards of one kind; ``ShardError`` when there are none."""
+    sides = [s for s in read_sidecars(out, kind) if s["shard"]]
+    if not sides:
+        raise ShardError(f"{out}: no {kind} shards; run the preprocessing job (python -m ray_jobs.preprocess)")
+    return sides
+
+
 def shard_files(out: str, kind: str) -> list[str]:
     """The published Parquet files of one kind (what ``ray.data.read_parquet`` takes)."""
-    files = [storage.join(_kind_dir(out, kind), s["shard"]) for s in read_sidecars(out, kind) if s["shard"]]
-    if not files:
-        raise ShardError(f"{out}: no {kind} shards; run the preprocessing job (python -m ray_jobs.preprocess)")
-    return sorted(files)
+    return sorted(storage.join(_kind_dir(out, kind), s["shard"]) for s in _published(out, kind))
 
 
 def split_counts(out: str, kind: str) -> dict[str, int]:
-    """Published rows of ``kind`` per split, by the sidecars (no shard is read)."""
+    """Published rows of ``kind`` per split, by the sidecars (no shard is read); ``ShardError`` when there
+    are no shards of that kind."""
     counts: Counter = Counter()
-    for side in read_sidecars(out, kind):
-        if side["shard"]:
-            counts.update(side["splits"])
+    for side in _published(out, kind):
+        counts.update(side["splits"])
     return dict(counts)
 
 
@@ -230,7 +235,7 @@ def check_split(out: str, kind: str, split: str) -> int:
     when none (shards of one's own made with ``test_fraction: 0`` have no test split)."""
     counts = split_counts(out, kind)
     if not counts.get(split):
-        held = ", ".join(f"{n} in {k!r}" for k, n in sorted(counts.items())) or "no rows"
+        held = ", ".join(f"{n} in {k!r}" for k, n in sorted(counts.items()))
         raise ShardError(f"{out}: no {kind} in split {split!r}; the shards hold {held}; choose one of them")
     return counts[split]
 
