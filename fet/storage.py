@@ -8,10 +8,12 @@ so no secret ends up in a logged config or a bundle.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,6 +242,26 @@ def modified_times(uri: str | os.PathLike) -> dict[str, float]:
             if p.is_file():
                 out[str(p)] = p.stat().st_mtime
     return out
+
+
+def age(uri: str | os.PathLike) -> float:
+    """Seconds since the file or object was last written or ``touch``-ed, by the storage's own clock: an S3
+    server's answer carries its time (``Date``) beside the object's ``LastModified``, so a caller whose clock
+    is off does not misjudge it (to one second). A missing one is a ``NotFoundError``."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            head = s3_client().head_object(Bucket=bucket, Key=key)
+        except Exception as e:
+            raise _s3_error(uri, e) from e
+        date = head["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        now = email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
+        return max(0.0, now - head["LastModified"].timestamp())
+    try:
+        return max(0.0, time.time() - Path(uri).stat().st_mtime)
+    except FileNotFoundError as e:
+        raise NotFoundError(f"{uri}: no such file") from e
 
 
 def touch(uri: str | os.PathLike) -> None:

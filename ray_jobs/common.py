@@ -35,14 +35,24 @@ def load_job_config(cls: type[T], args: argparse.Namespace) -> T:
         fail(e)
 
 
-def shipped_working_dir() -> str | None:
-    """The URI of the working directory shipped with this job (``ray job submit --working-dir``), when this
-    process is that job's driver: its current directory is then Ray's temporary copy of it."""
+def _job_config() -> dict:
+    """What Ray tells the driver of a submitted job about it (empty when this process is none)."""
     try:
         config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
     except ValueError:
-        return None
-    return ((config.get("runtime_env") or {}) if isinstance(config, dict) else {}).get("working_dir")
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def shipped_working_dir() -> str | None:
+    """The URI of the working directory shipped with this job (``ray job submit --working-dir``), when this
+    process is that job's driver: its current directory is then Ray's temporary copy of it."""
+    return (_job_config().get("runtime_env") or {}).get("working_dir")
+
+
+def submission_id() -> str | None:
+    """The id ``ray job submit`` gave the job whose driver this process is (what ``ray job stop`` takes)."""
+    return (_job_config().get("metadata") or {}).get("job_submission_id")
 
 
 def check_shipped_paths(outputs: dict[str, str], inputs: dict[str, str] | None = None) -> None:

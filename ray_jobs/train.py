@@ -10,6 +10,7 @@ its latest checkpoint, or, when it has finished, prints its result without train
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -23,6 +24,7 @@ from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
 from ray_jobs.common import check_shipped_paths, fail, init_ray, load_job_config, parse_args
+from ray_jobs.driver_lease import RunHeldError, hold
 from ray_jobs.run_settings import check_run_settings, has_checkpoints
 from ray_jobs.shard_reader import read_split
 
@@ -56,8 +58,13 @@ def resolve(job: TrainJobConfig) -> TrainJobConfig:
     return job
 
 
+def run_dir(job: TrainJobConfig) -> str:
+    """Where the run keeps its checkpoints, settings and records: ``storage_path/name``."""
+    return storage.join(job.storage_path, job.name)
+
+
 def marker(job: TrainJobConfig) -> str:
-    return storage.join(job.storage_path, job.name, COMPLETE)
+    return storage.join(run_dir(job), COMPLETE)
 
 
 def check(job: TrainJobConfig, data: bool = True) -> TrainingTask:
@@ -99,12 +106,12 @@ def mlflow_run(job: TrainJobConfig) -> str:
     reopened, when this tracking server has it; else a new one, recorded. A new training run under a
     name used before (another ``storage_path``, or its folder deleted) gets a run of its own: in the
     old one its steps would be logged over the old steps, under the old params."""
-    record = storage.join(job.storage_path, job.name, MLFLOW_RUN)
+    record = storage.join(run_dir(job), MLFLOW_RUN)
     uri, experiment = job.mlflow.tracking_uri, job.mlflow.experiment
     recorded = storage.exists(record)
     if recorded:
         known = json.loads(storage.read_text(record))["run_id"]
-    elif has_checkpoints(storage.join(job.storage_path, job.name)):  # checkpointed before runs were recorded
+    elif has_checkpoints(run_dir(job)):  # checkpointed before runs were recorded
         known = tracking.find_run(uri, experiment, job.name)
     else:
         known = None
@@ -118,13 +125,18 @@ def mlflow_run(job: TrainJobConfig) -> str:
 
 def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]:
     """Train (or resume) ``job``; returns its final metrics. Needs Ray initialised. ``task``: what
-    ``check`` returned for this job, when the caller checked it already."""
+    ``check`` returned for this job, when the caller checked it already. Raises ``RunHeldError`` when
+    another driver is training the run (``driver_lease``)."""
+    with hold(run_dir(resolve(job))):
+        return _run(job, task)
+
+
+def _run(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ray_jobs.train_loop import train_loop
 
-    resolve(job)
     done = marker(job)
     if storage.exists(done):
         result = json.loads(storage.read_text(done))
@@ -161,8 +173,8 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
     start = time.time()
     try:
         result = trainer.fit()
-    except Exception:
-        tracking.finish(job.mlflow.tracking_uri, run_id, "FAILED")
+    except BaseException as e:  # SystemExit: stopped (``ray job stop`` sends SIGTERM, which ray.init makes an exit)
+        tracking.finish(job.mlflow.tracking_uri, run_id, "FAILED" if isinstance(e, Exception) else "KILLED")
         raise
     metrics = {k: v for k, v in result.metrics.items() if not k.startswith("_")}
     checkpoint = result.checkpoint.path if result.checkpoint else ""
@@ -185,19 +197,22 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
         if job.stage != stage and args.config and "stage" in _yaml_keys(args.config):
             fail(ConfigError(f"{args.config}: stage={job.stage!r}, but this entry point trains {stage!r}"))
         job.stage = stage
-    try:
-        paths = {f"task.{k}": v for k, v in flatten(job.task).items() if isinstance(v, str) and "/" in v}
-        inputs = {"data.shards": job.data.shards, **paths}  # task: stage 1's model, audio encoder or codec weights
-        check_shipped_paths({"out": job.out, "storage_path": job.storage_path,
-                             "mlflow.tracking_uri": job.mlflow.tracking_uri}, inputs)  # fmt: skip
-        finished = storage.exists(marker(job))  # then it is not trained again: its shards may be gone
-        task = check(resolve(job), data=not finished)
-        check_run_settings(job, finished=finished)  # before Ray starts
-        tracking.check_reachable(job.mlflow.tracking_uri)
-    except (ConfigError, ShardError, ValueError, OSError) as e:
-        fail(e)
-    init_ray(args.address)
-    summary = run(job, task)
+    with contextlib.ExitStack() as held:
+        try:
+            paths = {f"task.{k}": v for k, v in flatten(job.task).items() if isinstance(v, str) and "/" in v}
+            inputs = {"data.shards": job.data.shards, **paths}  # task: stage 1's model, audio encoder or codec
+            check_shipped_paths({"out": job.out, "storage_path": job.storage_path,
+                                 "mlflow.tracking_uri": job.mlflow.tracking_uri}, inputs)  # fmt: skip
+            finished = storage.exists(marker(resolve(job)))  # then it is not trained again: its shards may be gone
+            if not finished:  # one driver at a time: taken before Ray starts, held until the run ends
+                held.enter_context(hold(run_dir(job)))
+            task = check(job, data=not finished)
+            check_run_settings(job, finished=finished)  # before Ray starts
+            tracking.check_reachable(job.mlflow.tracking_uri)
+        except (ConfigError, ShardError, RunHeldError, ValueError, OSError) as e:
+            fail(e)
+        init_ray(args.address)
+        summary = run(job, task)
     print(json.dumps(summary, indent=2, default=str))
 
 

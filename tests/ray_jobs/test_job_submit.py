@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,34 @@ def test_relative_outputs_are_refused_in_a_shipped_working_directory(ray_head, s
     assert "error: out=outputs/components/audio: a relative path, and this job runs in Ray's temporary copy of the " \
            "working directory it was submitted with (gcs://_ray_pkg_" in log, log[-4000:]  # fmt: skip
     assert "Traceback" not in log and not (tmp_path / "ray").exists()
+
+
+def test_a_training_job_stopped_with_ray_job_stop_lets_go_of_its_run(ray_head, synthtalk_shards, tmp_path):
+    """`ray job stop` sends the driver SIGTERM: it lets go of the run at once (a resubmission need not wait for
+    the lease to lapse) and marks its MLflow run KILLED, where before the run read RUNNING for ever."""
+    from mlflow import MlflowClient
+
+    from fet.autoencoder import DiffusionAutoencoder
+    from fet.training.config import resolve_model
+    from ray_jobs import tracking
+    from ray_jobs.driver_lease import LEASE
+
+    address, env = ray_head
+    DiffusionAutoencoder(resolve_model({"preset": "tiny", "image_size": 32})).save(str(tmp_path / "stage1"))
+    db, lease = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "ray" / "stage2-tiny" / LEASE
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", f"--working-dir={REPO}", "--no-wait",
+           "--submission-id=fet-stop-test", "--", "python", "-m", "ray_jobs.train_stage2", "--config",
+           "configs/train/ray/stage2_tiny.yaml", f"data.shards={synthtalk_shards}", "steps=100000",
+           f"task.autoencoder={tmp_path / 'stage1'}", f"storage_path={tmp_path / 'ray'}", f"out={tmp_path / 'stage2'}",
+           f"mlflow.tracking_uri={db}"]  # fmt: skip
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120, cwd=REPO)
+    deadline = time.time() + 300
+    while not (lease.exists() and tracking.find_run(db, "faceedittalker", "stage2-tiny")):  # training under way
+        assert time.time() < deadline, "the submitted run did not start"
+        time.sleep(1)
+    assert json.loads(lease.read_text())["submission_id"] == "fet-stop-test"
+    stop = [str(BIN / "ray"), "job", "stop", f"--address={address}", "fet-stop-test"]
+    subprocess.run(stop, env=env, check=True, capture_output=True, timeout=120, cwd=REPO)
+    assert not lease.exists()
+    run_id = tracking.find_run(db, "faceedittalker", "stage2-tiny")
+    assert MlflowClient(db).get_run(run_id).info.status == "KILLED"

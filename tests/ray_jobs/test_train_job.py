@@ -24,6 +24,7 @@ from fet.lineage import encoder_digest
 from fet.training.job_config import TrainJobConfig
 from ray_jobs import export_bundle, tracking
 from ray_jobs.demo import PAIRED_WORKER_CPUS, WAVES
+from ray_jobs.driver_lease import LEASE, RunHeldError
 from ray_jobs.train import run
 
 pytestmark = pytest.mark.timeout(900)
@@ -138,13 +139,19 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
     local_ray, synthtalk_shards, s3_bucket, mlflow_server, tmp_path, capsys
 ):
     """A worker killed mid-run, and the tracking server down while the run resumes: the run ends with
-    exactly its steps, and every step's loss reaches the one MLflow run once the server is back."""
+    exactly its steps, and every step's loss reaches the one MLflow run once the server is back. A second
+    driver of the run, while it trains, is refused."""
     cfg = job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
               "steps=40", "task.eval_steps=3", "optim.warmup_steps=5", f"mlflow.tracking_uri={mlflow_server.uri}")  # fmt: skip
 
     def server_away_until_the_next_checkpoint(killed_at: int) -> None:
         """The resumed rank 0 logs (every 5 steps) into a server that is not there until the resumed run
         has registered its next checkpoint (every 10 steps)."""
+        try:
+            run(job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
+                    "steps=40"))  # fmt: skip
+        except RunHeldError as e:
+            second_driver.append(str(e))
         mlflow_server.stop()
         deadline = time.time() + 400
         while (_registered_checkpoint_step(f"{s3_bucket}/ray/stage1-kill/") or 0) <= killed_at:
@@ -155,12 +162,15 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
 
     killed: list[str] = []
     outage: list[int] = []
+    second_driver: list[str] = []
     watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint, daemon=True,
                                args=(cfg, f"{s3_bucket}/ray/stage1-kill/", killed, server_away_until_the_next_checkpoint))  # fmt: skip
     watcher.start()
     summary = run(cfg)
     watcher.join(timeout=60)
     assert killed and outage, ("no Ray Train worker was found to kill", killed, outage)
+    assert len(second_driver) == 1 and "another driver is training this run" in second_driver[0], second_driver
+    assert not storage.exists(f"{s3_bucket}/ray/stage1-kill/{LEASE}")  # let go when the run ended
     assert summary["steps"] == 40 and summary["metrics"]["resumed_from"] != "", (killed, summary["metrics"])
     assert summary["checkpoint"].startswith(f"{s3_bucket}/ray/stage1-kill/checkpoint_")
     state = json.loads(storage.read_text(storage.join(summary["checkpoint"], "state.json")))
