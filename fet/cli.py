@@ -82,7 +82,8 @@ def edit_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="fet edit", description="Edit attributes of a face image.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", help="bundle directory or s3:// URI (detects and aligns the face)")
-    source.add_argument("--model", help="stage-1/2 output directory (the image is used as an aligned crop)")
+    source.add_argument("--model", help="stage 2's output (it names its stage 1), or one directory with both stages' "
+                                        "(the image is used as an aligned crop)")  # fmt: skip
     parser.add_argument("--image", required=True)
     _edit_args(parser)
     parser.add_argument("-o", "--out", required=True, help="output image: .png, .jpg or .webp (path or s3:// URI)")

@@ -16,6 +16,7 @@ from fet.editing.classifier import AttributeClassifier
 from fet.editing.edit import edit_semantic, parse_edits
 from fet.editing.interpolate import lerp, slerp
 from fet.images import center_square, load_image, to_pil, to_tensor
+from fet.lineage import check_lineage, read_lineage
 
 
 def load_attribute_classifier(directory: str) -> AttributeClassifier:
@@ -63,7 +64,15 @@ class FaceEditor:
 
     @classmethod
     def load(cls, directory: str, classifier_dir: str | None = None) -> FaceEditor:
-        """Autoencoder from ``directory``; classifier and library from ``classifier_dir`` (default: same)."""
+        """Autoencoder from ``directory``; classifier and library from ``classifier_dir`` (default: same).
+        ``directory`` may also be stage 2's output alone, as the Ray training jobs write it (each stage to its
+        own ``out``): its ``lineage.json`` names the stage-1 model it was trained on, loaded from there once
+        its encoder is checked to be the same."""
+        if classifier_dir is None and not storage.exists(storage.join(directory, "semantic_encoder.json")):
+            stage1 = (read_lineage(directory) or {}).get("stage1")
+            if stage1:
+                check_lineage(stage1, {"stage 2": directory})
+                directory, classifier_dir = stage1, directory
         cdir = classifier_dir or directory
         return cls(DiffusionAutoencoder.load(directory), load_attribute_classifier(cdir), load_attribute_library(cdir))
 

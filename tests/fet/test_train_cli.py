@@ -1,6 +1,7 @@
 """The single-process trainers and ``fet edit`` through their command lines, on a small image folder."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -40,7 +41,7 @@ def run(*args):
     return out
 
 
-def test_stage1_stage2_and_edit_from_the_command_line(tmp_path):
+def test_stage1_stage2_and_edit_from_the_command_line(tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
     make_folder(images)
@@ -77,6 +78,24 @@ def test_stage1_stage2_and_edit_from_the_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fet.cli", "edit", "--model", str(model), "--image", str(images / "0.png"),
                           "--edit", "Smiling=0.3", "-o", str(out)], capture_output=True, text=True)  # fmt: skip
     assert bad.returncode != 0 and "'Smiling' has no trained classifier" in bad.stderr
+
+    # stage 2's output alone, as the Ray jobs write each stage to its own `out`: it names its stage 1
+    stage2 = tmp_path / "stage2"
+    stage2.mkdir()
+    for name in ("attribute_classifier.json", "attribute_classifier.safetensors", "attribute_library.json",
+                 "lineage.json"):  # fmt: skip
+        shutil.copy(model / name, stage2 / name)
+    from fet.cli import main
+
+    main(["edit", "--model", str(stage2), "--image", str(images / "0.png"), "--text", "add glasses", "--steps", "5",
+          "-o", str(tmp_path / "from_stage2.png")])  # fmt: skip
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "from_stage2.png")), np.asarray(Image.open(out)))
+    lineage["semantic_encoder_sha256"] = "0" * 64  # a stage 1 trained again since, at the same place
+    (stage2 / "lineage.json").write_text(json.dumps(lineage))
+    with pytest.raises(SystemExit):
+        main(["edit", "--model", str(stage2), "--image", str(images / "0.png"), "-o", str(tmp_path / "x.png")])
+    assert f"the stage 2 component was trained on the stage-1 semantic encoder of {str(model)!r}, not on the one " \
+           f"in {model}" in capsys.readouterr().err  # fmt: skip
 
 
 def test_a_bad_training_config_is_refused_with_its_reason_and_no_traceback(tmp_path, capsys):
