@@ -52,6 +52,14 @@ def join(base: str | os.PathLike, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
+def absolute(path: str | None) -> str | None:
+    """A relative local path made absolute against the current directory; URIs (``s3://``, ...) and empty
+    values as they are."""
+    if not path or "://" in path or Path(path).is_absolute():
+        return path
+    return str(Path(path).resolve())
+
+
 @functools.lru_cache(maxsize=4)
 def _client(endpoint: str | None):
     import boto3

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
+from fet import storage
 from fet.config import ConfigError, load_config
 
 T = TypeVar("T")
@@ -77,6 +78,15 @@ def check_shipped_paths(outputs: dict[str, str], inputs: dict[str, str] | None =
             if not Path(path).exists():
                 raise ConfigError(f"{key}={value}: a relative path, and {where}, which does not hold it (the copy "
                                   f"leaves out what .gitignore names); {fix}")  # fmt: skip
+
+
+def for_workers(path: str | None) -> str | None:
+    """``path`` as Ray's workers and Serve's replicas must be given it. They do not run in this process's
+    directory but in the one the cluster's Ray was started in (a head started elsewhere, then joined with
+    ``--address``), where a relative path names another file or none. So a relative local path is made
+    absolute here, unless this job shipped its working directory (``ray job submit --working-dir``), in
+    whose copy every worker runs. URIs and empty values are given as they are."""
+    return path if shipped_working_dir() is not None else storage.absolute(path)
 
 
 def say(text: str) -> None:

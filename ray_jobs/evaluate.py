@@ -30,7 +30,7 @@ from fet.evaluation.config import EvalConfig
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
 from fet.images import encode_png
 from ray_jobs import tracking
-from ray_jobs.common import QUIET_ENV, check_shipped_paths, fail, init_ray, load_job_config, parse_args
+from ray_jobs.common import QUIET_ENV, check_shipped_paths, fail, for_workers, init_ray, load_job_config, parse_args
 from ray_jobs.run_logger import FINAL_WAIT, RunLogger
 from ray_jobs.shard_reader import read_split
 
@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         weights = {f"weights.{k}": v or "" for k, v in to_dict(cfg.weights).items()}
         check_shipped_paths({"out": cfg.out, "mlflow.tracking_uri": cfg.mlflow.tracking_uri},
                             {"bundle": cfg.bundle, "shards": cfg.shards, **weights})  # fmt: skip
+        cfg.bundle, cfg.shards, cfg.out = map(for_workers, (cfg.bundle, cfg.shards, cfg.out))
+        for key in to_dict(cfg.weights):
+            setattr(cfg.weights, key, for_workers(getattr(cfg.weights, key)))
         check_split(cfg.shards, "clips", cfg.split)  # no clip shards at all, or none in the split
         check_bundle(cfg.bundle)
         tracking.check_reachable(cfg.mlflow.tracking_uri)

@@ -33,7 +33,7 @@ from fet.data.preprocess.settings import check_settings
 from fet.data.shard_preview import write_previews
 from fet.data.sources import SourceError, item_from_dict, item_to_dict
 from fet.storage import StorageError
-from ray_jobs.common import QUIET_ENV, check_shipped_paths, fail, init_ray, load_job_config, parse_args
+from ray_jobs.common import QUIET_ENV, check_shipped_paths, fail, for_workers, init_ray, load_job_config, parse_args
 from ray_jobs.shard_writer import write_batch
 
 OVERRIDES_EXAMPLE = "out=s3://bucket/shards ray.num_workers=8"  # shown in --help
@@ -146,8 +146,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         models = {"face_landmarker": cfg.face_landmarker or "", "audio.path": cfg.audio.get("path") or ""}
         check_shipped_paths({"out": cfg.out}, inputs | models)
         check_models(cfg)  # not found by every worker, each with a traceback
+        cfg.out = for_workers(cfg.out)
+        for src in cfg.sources:  # the inputs' paths the workers read come from their source's root
+            src.root, src.audio_root, src.attributes = map(for_workers, (src.root, src.audio_root, src.attributes))
         work = pending(cfg)  # every source listed: a data folder that is missing or has the wrong layout
-        check_settings(cfg)  # a folder made with other settings is refused at once
+        check_settings(cfg)  # a folder made with other settings is refused at once (model paths as given)
+        cfg.face_landmarker = for_workers(cfg.face_landmarker)
+        cfg.audio = {**cfg.audio, "path": for_workers(cfg.audio["path"])} if cfg.audio.get("path") else cfg.audio
     except (ConfigError, SourceError, StorageError) as e:
         fail(e)
     init_ray(args.address)

@@ -34,12 +34,6 @@ MLFLOW_RUN = "fet_mlflow_run.json"  # the training run's MLflow run id, beside i
 OVERRIDES_EXAMPLE = "steps=2000 optim.lr=1e-4 scaling.num_workers=8"  # shown in --help
 
 
-def _absolute(value: str) -> str:
-    if "://" in value or Path(value).is_absolute():
-        return value
-    return str(Path(value).resolve())
-
-
 def _local_paths_absolute(value: Any) -> Any:
     """Relative local paths that exist → absolute (workers do not share the driver's working dir)."""
     if isinstance(value, dict):
@@ -50,9 +44,9 @@ def _local_paths_absolute(value: Any) -> Any:
 
 
 def resolve(job: TrainJobConfig) -> TrainJobConfig:
-    job.storage_path = _absolute(job.storage_path)
-    job.out = _absolute(job.out)
-    job.data.shards = _absolute(job.data.shards)
+    job.storage_path = storage.absolute(job.storage_path)
+    job.out = storage.absolute(job.out)
+    job.data.shards = storage.absolute(job.data.shards)
     job.task = _local_paths_absolute(job.task)
     job.mlflow.tracking_uri = tracking.local_tracking_uri(job.mlflow.tracking_uri, Path.cwd())
     return job

@@ -15,6 +15,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from fet import storage
 from fet.bundle import check_bundle, held_out_aurocs
 from fet.editor import load_attribute_classifier, load_attribute_library
 from serve.deployments import Animator, Encoder, Renderer
@@ -37,6 +38,9 @@ def build_app(args: AppOptions) -> Application:
     """Typed builder: Serve validates ``args`` (a dict from the CLI or config) against ``AppOptions``."""
     if isinstance(args, dict):
         args = AppOptions(**args)
+    # the replicas run in the directory the cluster's Ray was started in, not in this one
+    paths = ("bundle", "state_dir", "api_key_file")
+    args = args.model_copy(update={k: storage.absolute(getattr(args, k)) for k in paths})
     options = args.model_dump()
     aurocs = held_out_aurocs(check_bundle(args.bundle))  # first: names a missing bundle or every missing file
     library = load_attribute_library(args.bundle)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import pytest
@@ -18,16 +19,18 @@ from tests.fet.talking_helpers import build_bundle
 pytestmark = pytest.mark.timeout(600)
 
 
-def test_evaluation_job_writes_the_tables_and_the_mlflow_run(local_ray, synthtalk_shards, tmp_path):
+def test_evaluation_job_writes_the_tables_and_the_mlflow_run(local_ray, synthtalk_shards, tmp_path, monkeypatch):
+    """Every path given relative to the job's directory, which is not the one Ray's workers run in."""
     from mlflow import MlflowClient
 
     bundle = build_bundle(tmp_path)
     torch.save(FIDInception().state_dict(), tmp_path / "inception.pth")
     db, out = tmp_path / "mlflow.db", tmp_path / "eval"
+    monkeypatch.chdir(tmp_path)
     summary = evaluate.main([
-        f"shards={synthtalk_shards}", f"bundle={bundle}", f"out={out}", "max_seconds=0.8", "eval_size=192",
-        "edits=[add glasses]", f"weights.fid_weights={tmp_path / 'inception.pth'}", "ray.num_workers=1",
-        "ray.cpus_per_worker=1", f"mlflow.tracking_uri=sqlite:///{db}", "mlflow.run_name=eval-test",
+        f"shards={os.path.relpath(synthtalk_shards)}", "bundle=bundle", "out=eval", "max_seconds=0.8",
+        "eval_size=192", "edits=[add glasses]", "weights.fid_weights=inception.pth", "ray.num_workers=1",
+        "ray.cpus_per_worker=1", "mlflow.tracking_uri=sqlite:///mlflow.db", "mlflow.run_name=eval-test",
     ])  # fmt: skip
     assert summary["clips"] == 2  # the test split of the fixture's shards
 

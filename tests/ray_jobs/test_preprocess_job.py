@@ -211,31 +211,32 @@ def test_s3_in_and_out(local_ray, s3_bucket, inputs):
     assert storage.exists(f"{s3_bucket}/shards/preview_clips.png")
 
 
-def test_wav2vec2_features_in_their_own_actors(local_ray, tmp_path):
+def test_wav2vec2_features_in_their_own_actors(local_ray, tmp_path, monkeypatch):
     """``ray.audio_workers`` moves audio features to separate actors (GPU ones on a cluster); the rows
-    carry wav2vec2 features equal to the encoder's own output on the stored audio."""
+    carry wav2vec2 features equal to the encoder's own output on the stored audio. The job's paths are
+    relative to its directory, which is not the one Ray's workers run in (the one Ray was started in)."""
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     from fet.audio.features import AudioEncoder, AudioEncoderConfig
     from fet.data.synthtalk.__main__ import generate
-    from ray_jobs.preprocess import run
+    from ray_jobs.preprocess import main
 
     w2v = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                          conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)  # fmt: skip
     torch.manual_seed(0)
     Wav2Vec2Model(w2v).save_pretrained(tmp_path / "w2v")
     generate(tmp_path / "st", images=0, clips=2, size=64, seconds=2.0, workers=1, progress=False)
-    cfg = load_config(PreprocessConfig, None, [
-        f"out={tmp_path / 'shards'}", "size=64", "ray.num_workers=1", "ray.audio_workers=1",
-        f"audio={{kind: wav2vec2, path: {tmp_path / 'w2v'}, stack: 2}}"])  # fmt: skip
-    cfg.sources[0].root = str(tmp_path / "st" / "clips")
-    assert run(cfg)["rows"] == 2
+    monkeypatch.chdir(tmp_path)
+    stats = main(["out=shards", "size=64", "ray.num_workers=1", "ray.audio_workers=1",
+                  "sources=[{kind: synthtalk, root: st/clips}]", "audio={kind: wav2vec2, path: w2v, stack: 2}"])  # fmt: skip
+    assert stats["rows"] == 2 and stats["rejects"] == 0, stats
     encoder = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "w2v"), stack=2))
-    for row in shards.read_rows(cfg.out, "clips"):
+    for row in shards.read_rows(str(tmp_path / "shards"), "clips"):
         rec = shards.clip_record(row)
         assert json.loads(rec.encoder)["kind"] == "wav2vec2" and rec.features.shape == (50, 64)
         np.testing.assert_allclose(rec.features, encoder(rec.audio, 50).numpy(), atol=2e-2)  # stored as float16
+    assert json.loads((tmp_path / "shards" / "settings.json").read_text())["audio.path"] == "w2v"  # as given
 
 
 @pytest.mark.slow

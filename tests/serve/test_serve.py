@@ -57,10 +57,16 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    opts = AppOptions(bundle=bundle, state_dir=str(STATE), api_key_file=str(tmp / "key"), max_payload_mb=1,
+    # paths relative to this process's directory, which is not the one the replicas run in (Ray's, started above)
+    opts = AppOptions(bundle="bundle", state_dir="state", api_key_file="key", max_payload_mb=1,
                       max_audio_seconds=5, sync_max_seconds=2.5, render_batch=8, sweep_seconds=1, job_stale_seconds=8,
                       encoder=Scaling(max_ongoing_requests=1, max_queued_requests=1))  # fmt: skip
-    run(opts, port=port)
+    here = os.getcwd()
+    os.chdir(tmp)
+    try:
+        run(opts, port=port)
+    finally:
+        os.chdir(here)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
