@@ -120,27 +120,33 @@ def mlflow_run(job: TrainJobConfig) -> str:
 def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]:
     """Train (or resume) ``job``; returns its final metrics. Needs Ray initialised. ``task``: what
     ``check`` returned for this job, when the caller checked it already. Raises ``RunHeldError`` when
-    another driver is training the run (``driver_lease``)."""
-    with hold(run_dir(resolve(job))):
-        return _run(job, task)
+    another driver is training the run (``driver_lease``); a finished run is reported without its lease."""
+    if storage.exists(marker(resolve(job))):
+        return _finished(job)
+    with hold(run_dir(job)):
+        if storage.exists(marker(job)):  # finished meanwhile, by the driver that held it
+            return _finished(job)
+        return _train(job, task)
 
 
-def _run(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
+def _finished(job: TrainJobConfig) -> dict[str, Any]:
+    done = marker(job)
+    result = json.loads(storage.read_text(done))
+    print(f"[{job.name}] already complete ({result['steps']} steps); not training again. Result: {done}")
+    diffs = check_run_settings(job, finished=True)
+    if result.get("data", job.data.shards) != job.data.shards:  # paths are not among the settings compared
+        diffs.append(f"data.shards {result['data']} → {job.data.shards}")
+    for diff in diffs:
+        print(f"[{job.name}]   it was trained with {diff.replace(' → ', ', not ')} as this submission asks")
+    return result | {"already_complete": True}
+
+
+def _train(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ray_jobs.train_loop import train_loop
 
-    done = marker(job)
-    if storage.exists(done):
-        result = json.loads(storage.read_text(done))
-        print(f"[{job.name}] already complete ({result['steps']} steps); not training again. Result: {done}")
-        diffs = check_run_settings(job, finished=True)
-        if result.get("data", job.data.shards) != job.data.shards:  # paths are not among the settings compared
-            diffs.append(f"data.shards {result['data']} → {job.data.shards}")
-        for diff in diffs:
-            print(f"[{job.name}]   it was trained with {diff.replace(' → ', ', not ')} as this submission asks")
-        return result | {"already_complete": True}
     task = task or check(job)
     check_run_settings(job, finished=False)  # refuses to resume it with other settings
     train_data = dataset(job, task.kind, task.columns)  # before the MLflow run, which a failure here would strand
@@ -179,7 +185,7 @@ def _run(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
                "wall_seconds": time.time() - start, "metrics": metrics}  # fmt: skip
     if summary["steps"] != job.steps:
         raise RuntimeError(f"[{job.name}] ended at step {summary['steps']}, expected {job.steps}")
-    storage.write_text(done, json.dumps(summary, indent=2, default=str))
+    storage.write_text(marker(job), json.dumps(summary, indent=2, default=str))
     tracking.finish(job.mlflow.tracking_uri, run_id, "FINISHED")
     return summary
 

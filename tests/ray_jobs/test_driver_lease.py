@@ -119,3 +119,24 @@ def test_the_training_job_refuses_a_run_another_driver_trains_before_ray_starts(
     err = capsys.readouterr().err
     assert f"error: {storage_path / 'stage1-tiny'}: another driver is training this run (pid {os.getpid()}" in err
     assert not ray.is_initialized()
+
+
+def test_a_finished_run_is_reported_without_its_lease(tmp_path):
+    """Reporting a finished run writes nothing (its storage may be read-only to this user) and is not
+    refused by a driver that died holding the run after it had finished it."""
+    from fet.config import load_config
+    from fet.training.job_config import TrainJobConfig
+
+    job = load_config(TrainJobConfig, "configs/train/ray/stage1_tiny.yaml", [
+        f"storage_path={tmp_path}", f"out={tmp_path / 'out'}", f"data.shards={tmp_path / 'shards'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])  # fmt: skip
+    run_dir = tmp_path / job.name
+    run_dir.mkdir()
+    (run_dir / train.COMPLETE).write_text(json.dumps({"steps": job.steps, "data": job.data.shards}))
+    other = DriverLease(str(run_dir))
+    other.acquire()
+    try:
+        result = train.run(job)
+    finally:
+        other.release()
+    assert result["already_complete"] and result["steps"] == job.steps
