@@ -40,9 +40,6 @@ class AttributeClassifier(nn.Module):
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.z_mean) / self.z_std
 
-    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.z_std + self.z_mean
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z_sem (B, z_dim) → logits (B, 40)."""
         return self.linear(self.normalize(z.to(self.linear.weight)))

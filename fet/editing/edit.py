@@ -33,13 +33,14 @@ def edit_semantic(
     edits = library.normalize(edits)
     if not edits:
         return z_sem
-    z = classifier.normalize(z_sem)
     if library.direction == "label_model":
-        return classifier.denormalize(z + label_model_step(z_sem, classifier, edits))
-    scale = math.sqrt(classifier.z_dim)
-    for attribute, alpha in edits.items():
-        z = z + alpha * scale * classifier.direction(attribute).to(z)
-    return classifier.denormalize(z)
+        step = label_model_step(z_sem, classifier, edits)
+    else:
+        scale = math.sqrt(classifier.z_dim)
+        step = sum(alpha * scale * classifier.direction(a).to(z_sem.device) for a, alpha in edits.items())
+    # the step is in normalised units: in z_sem's own it is scaled by the spread, and added to z_sem itself
+    # rather than through normalise → denormalise, so a face the edit leaves alone comes back bit for bit
+    return z_sem + step * classifier.z_std
 
 
 def label_model_step(z_sem: torch.Tensor, classifier: AttributeClassifier, edits: dict[str, float]) -> torch.Tensor:
