@@ -81,11 +81,11 @@ def check_shipped_paths(outputs: dict[str, str], inputs: dict[str, str] | None =
 
 
 def for_workers(path: str | None) -> str | None:
-    """``path`` as Ray's workers and Serve's replicas must be given it. They do not run in this process's
-    directory but in the one the cluster's Ray was started in (a head started elsewhere, then joined with
-    ``--address``), where a relative path names another file or none. So a relative local path is made
-    absolute here, unless this job shipped its working directory (``ray job submit --working-dir``), in
-    whose copy every worker runs. URIs and empty values are given as they are."""
+    """``path`` as this job's Ray workers must be given it. They do not run in this process's directory but
+    in the one the cluster's Ray was started in (a head started elsewhere, then joined with ``--address``),
+    where a relative path names another file or none. So a relative local path is made absolute here,
+    unless this job shipped its working directory (``ray job submit --working-dir``), in whose copy every
+    worker runs. URIs and empty values are given as they are. (Serve's ``build_app`` does the same.)"""
     return path if shipped_working_dir() is not None else storage.absolute(path)
 
 
