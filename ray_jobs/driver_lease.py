@@ -6,7 +6,8 @@ log into one MLflow run. So a driver takes ``storage_path/name/fet_driver.json``
 writes the file where none is (``storage.create_new``: of drivers racing, on one machine or many, one
 wins) and touches it every ``RENEW_SECONDS`` while it trains. Another driver is refused and told which
 driver holds the run. A driver that dies holding it (SIGKILL, its node lost) stops renewing it, and
-``STALE_SECONDS`` after the last renewal the next driver takes the run over. Ages are read by the
+``STALE_SECONDS`` after the last renewal the next driver takes the run over; one that comes once a
+renewal is missed (an automatic retry) waits for that rather than fail. Ages are read by the
 storage's clock (``storage.age``), so drivers whose clocks differ agree on them.
 """
 
@@ -45,6 +46,7 @@ class DriverLease:
     def __init__(self, run_dir: str, stale_seconds: float = STALE_SECONDS, renew_seconds: float = RENEW_SECONDS):
         self.run_dir, self.uri = run_dir, storage.join(run_dir, LEASE)
         self.stale_seconds, self.renew_seconds = stale_seconds, renew_seconds
+        self.missed_seconds = 2 * renew_seconds + 1.0  # not renewed on time (S3 keeps times to the second)
         self.holder = {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
                        "submission_id": submission_id(), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
         self._body = json.dumps(self.holder, indent=2).encode()
@@ -60,6 +62,15 @@ class DriverLease:
             if found is None:
                 continue
             holder, age = found
+            if self.missed_seconds <= age < self.stale_seconds:
+                # a renewal missed: its driver has most likely died (SIGKILL, a lost node) and this is the retry
+                # that follows; wait for the lease to lapse rather than fail it, and look again (a driver that
+                # was only slow has renewed it by then, and this one is refused)
+                wait = self.stale_seconds - age + 1.0  # S3 keeps times to the second
+                print(f"{self.run_dir}: the driver holding this run ({_describe(holder)}) last renewed its lease "
+                      f"{age:.0f} s ago; waiting {wait:.0f} s for the lease to lapse", flush=True)  # fmt: skip
+                time.sleep(wait)
+                continue
             if age < self.stale_seconds:
                 stop = f" or stop it (ray job stop {holder['submission_id']})" if holder.get("submission_id") else ""
                 raise RunHeldError(

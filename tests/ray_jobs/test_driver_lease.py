@@ -21,7 +21,7 @@ from ray_jobs.driver_lease import LEASE, DriverLease, RunHeldError, hold
 HOLDER = """
 import sys, time
 from ray_jobs.driver_lease import DriverLease
-DriverLease(sys.argv[1], stale_seconds=3, renew_seconds=0.2).acquire()
+DriverLease(sys.argv[1], stale_seconds=5, renew_seconds=0.2).acquire()
 print("held", flush=True)
 time.sleep(120)
 """
@@ -50,21 +50,25 @@ def test_a_second_driver_is_refused_and_named_the_holder_until_the_first_lets_go
     second.release()
 
 
-def test_a_driver_killed_holding_the_run_lets_go_once_its_lease_lapses(run_dir):
+def test_a_driver_killed_holding_the_run_lets_go_once_its_lease_lapses(run_dir, capsys):
+    """Refused while the holder renews and right after it is killed; once a renewal is missed (a retry
+    after the driver died), the next driver waits for the lease to lapse and takes the run over."""
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, run_dir], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
-        time.sleep(1.5)  # renewed meanwhile: the lease's age stays under the 3 s it may go unrenewed
+        time.sleep(1.5)  # renewed meanwhile (every 0.2 s): its age stays under the 1.4 s that make a renewal missed
         with pytest.raises(RunHeldError, match=f"pid {proc.pid} on"):
-            DriverLease(run_dir, stale_seconds=3).acquire()
+            DriverLease(run_dir, stale_seconds=5, renew_seconds=0.2).acquire()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     with pytest.raises(RunHeldError):  # just killed: not yet known to be gone
-        DriverLease(run_dir, stale_seconds=3).acquire()
-    time.sleep(4.5)  # S3 keeps times to the second
-    taker = DriverLease(run_dir, stale_seconds=3)
+        DriverLease(run_dir, stale_seconds=5, renew_seconds=0.2).acquire()
+    time.sleep(2.0)  # a renewal missed, the lease not yet lapsed (S3 keeps times to the second)
+    taker = DriverLease(run_dir, stale_seconds=5, renew_seconds=0.2)
     taker.acquire()
+    out = capsys.readouterr().out
+    assert "waiting" in out and "took the run over from a driver that stopped renewing its lease" in out, out
     assert json.loads(storage.read_text(storage.join(run_dir, LEASE)))["token"] == taker.holder["token"]
     taker.release()
 
