@@ -60,10 +60,32 @@ def say(i: int, n: int, text: str, t0: float) -> None:
     print(f"\n[{i}/{n}] {text}   ({time.time() - t0:.0f} s)", flush=True)
 
 
-def submit(head, *entrypoint: str, attempts: int = 30) -> None:
-    """``ray job submit`` of the working tree; raises with the job's log tail when it fails. A head that
-    has just started may not have its job agent yet: that refusal is retried."""
-    cmd = [str(BIN / "ray"), "job", "submit", f"--address={head.address}", f"--working-dir={REPO}", "--",
+# What the demo's jobs run: the code they import and the configs they read.
+JOB_CODE = ("fet", "ray_jobs", "serve", "configs", "pyproject.toml")
+
+
+def job_code(dest: Path) -> Path:
+    """A copy of the repository's ``JOB_CODE`` in ``dest``, taken once as the demo starts: the working
+    directory every one of its ``ray job submit`` ships.
+
+    Ray names a working directory's package by hashing the folder, then hashes it again to upload it. A file
+    that changes in between (the demo's own output, ``make demo > demo.log`` in the repository) leaves the job
+    naming a package that was never uploaded, and it fails with "Failed to download runtime_env file
+    package". Nothing writes into this copy."""
+    for name in JOB_CODE:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def submit(head, code: Path, *entrypoint: str, attempts: int = 30) -> None:
+    """``ray job submit`` of ``python *entrypoint`` with the working directory ``code`` (``job_code``);
+    raises with the job's log tail when it fails. A head that has just started may not have its job agent
+    yet: that refusal is retried."""
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={head.address}", f"--working-dir={code}", "--",
            "python", *entrypoint]  # fmt: skip
     for _ in range(attempts):
         proc = subprocess.Popen(cmd, env=head.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -235,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
 
+    code = job_code(out / "job_code")
     say(2, n, f"starting a local Ray head ({HEAD_CPUS} CPUs)", t0)
     head = start_head(num_cpus=HEAD_CPUS)
     heads.append(head)
@@ -249,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         (out / "configs").mkdir()
         (out / "configs/data.yaml").write_text("# demo preprocessing\n" + yaml.safe_dump(data_cfg))
         t = time.time()
-        submit(head, "-m", "ray_jobs.preprocess", "--config", str(out / "configs/data.yaml"))
+        submit(head, code, "-m", "ray_jobs.preprocess", "--config", str(out / "configs/data.yaml"))
         timings["preprocess"] = time.time() - t
 
         common = [f"data.shards={out / 'shards'}", f"storage_path={out / 'ray_results'}",
@@ -266,8 +289,9 @@ def main(argv: list[str] | None = None) -> None:
 
         def train(stage: str, *more: str) -> None:
             t = time.time()
-            submit(head, "-m", f"ray_jobs.train_{stage}", "--config", f"configs/train/ray/{stage}_tiny.yaml", *common,
-                   f"out={out / 'components' / stage}", f"steps={steps[stage]}", *extra[stage], *more)  # fmt: skip
+            submit(head, code, "-m", f"ray_jobs.train_{stage}", "--config", f"configs/train/ray/{stage}_tiny.yaml",
+                   *common, f"out={out / 'components' / stage}", f"steps={steps[stage]}", *extra[stage],
+                   *more)  # fmt: skip
             timings[stage] = time.time() - t
 
         for wave in WAVES:
@@ -291,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def evaluate() -> None:
             t = time.time()
-            submit(head, "-m", "ray_jobs.evaluate", "--config", "configs/eval/synthtalk.yaml",
+            submit(head, code, "-m", "ray_jobs.evaluate", "--config", "configs/eval/synthtalk.yaml",
                    f"shards={out / 'shards'}", f"bundle={out / 'bundle'}", f"out={out / 'eval'}",
                    f"max_clips={args.eval_clips}", "max_seconds=2", f"edits=[{EVAL_EDIT}]",
                    f"ray.cpus_per_worker={EVAL_WORKER_CPUS}",

@@ -4,8 +4,10 @@ the shipped working directory and writes its shards."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,3 +129,38 @@ def test_a_training_job_stopped_with_ray_job_stop_lets_go_of_its_run(ray_head, s
     assert not lease.exists()
     run_id = tracking.find_run(db, "faceedittalker", "stage2-tiny")
     assert MlflowClient(db).get_run(run_id).info.status == "KILLED"
+
+
+def test_the_demo_submits_its_jobs_while_a_file_in_the_repository_grows(ray_head, tmp_path):
+    """`make demo > demo-output.txt` in the repository: the file grows while the demo submits its jobs. Ray
+    hashes a working directory twice per submission, and a file changed in between leaves the job naming a
+    package that was never uploaded: it fails with "Failed to download runtime_env file package" (the demo's
+    evaluation once failed so; shipping the repository, this test fails at its first submission). The demo ships a
+    copy of its code taken as it starts, and its jobs import their entry points from that copy."""
+    from types import SimpleNamespace
+
+    from ray_jobs import demo
+
+    address, env = ray_head
+    code = demo.job_code(tmp_path / "job_code")
+    output = REPO / f"demo-output-{os.getpid()}.txt"  # a name .gitignore does not match: Ray ships it
+    stop = threading.Event()
+
+    def write() -> None:
+        with output.open("a") as f:
+            while not stop.is_set():
+                f.write("   [stage1-tiny] step 1/500 loss 0.5\n")
+                f.flush()
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        head = SimpleNamespace(address=address, env=env)
+        demo.submit(head, code, "-c", "import ray_jobs.evaluate, ray_jobs.preprocess, ray_jobs.train")
+        for _ in range(2):
+            demo.submit(head, code, "-c", "print('ok')")
+    finally:
+        stop.set()
+        writer.join()
+        output.unlink(missing_ok=True)
