@@ -223,12 +223,18 @@ def delete(uri: str | os.PathLike) -> None:
 
 def list_files(uri: str | os.PathLike) -> list[str]:
     """Every file under a directory or prefix, as full paths/URIs, sorted."""
-    return sorted(modified_times(uri))
+    return sorted(ages(uri))
 
 
-def modified_times(uri: str | os.PathLike) -> dict[str, float]:
-    """Every file under a directory or prefix → when it was last written or ``touch``-ed (POSIX seconds;
-    an object's ``LastModified``, the server's clock)."""
+def _server_time(response: dict) -> float:
+    """The time an S3 server answered at (its ``Date`` header), or this machine's when it sent none."""
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    return email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
+
+
+def ages(uri: str | os.PathLike) -> dict[str, float]:
+    """Every file under a directory or prefix → seconds since it was last written or ``touch``-ed, by the
+    storage's own clock (an S3 listing's ``Date`` against each object's ``LastModified``), as ``age``."""
     uri = str(uri)
     if is_s3(uri):
         bucket, prefix = split_s3(uri)
@@ -237,18 +243,20 @@ def modified_times(uri: str | os.PathLike) -> dict[str, float]:
         paginator = s3_client().get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                out |= {f"s3://{bucket}/{o['Key']}": o["LastModified"].timestamp() for o in page.get("Contents", [])}
+                now = _server_time(page)
+                out |= {f"s3://{bucket}/{o['Key']}": max(0.0, now - o["LastModified"].timestamp())
+                        for o in page.get("Contents", [])}  # fmt: skip
         except Exception as e:
             raise _s3_error(uri, e) from e
         return out
     root = Path(uri)
     if not root.is_dir():
         raise (StorageError if root.exists() else NotFoundError)(f"{uri}: not a directory")
-    out = {}
+    out, now = {}, time.time()
     for p in root.rglob("*"):
         with contextlib.suppress(FileNotFoundError):  # deleted while listed
             if p.is_file():
-                out[str(p)] = p.stat().st_mtime
+                out[str(p)] = max(0.0, now - p.stat().st_mtime)
     return out
 
 
@@ -263,9 +271,7 @@ def age(uri: str | os.PathLike) -> float:
             head = s3_client().head_object(Bucket=bucket, Key=key)
         except Exception as e:
             raise _s3_error(uri, e) from e
-        date = head["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-        now = email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
-        return max(0.0, now - head["LastModified"].timestamp())
+        return max(0.0, _server_time(head) - head["LastModified"].timestamp())
     try:
         return max(0.0, time.time() - Path(uri).stat().st_mtime)
     except FileNotFoundError as e:

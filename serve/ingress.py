@@ -480,13 +480,15 @@ class Ingress:
 
     async def _job_or_404(self, job_id: str) -> dict:
         job = await asyncio.to_thread(self.store.job, job_id) if ID.match(job_id) else None
-        if job is None:
+        # how long its state has gone unwritten, by the storage's clock: `updated` is the clock of the replica
+        # that wrote it, which may differ from this one's by more than job_stale_seconds
+        silent = await asyncio.to_thread(self.store.silent, job_id) if job is not None else None
+        if job is None or silent is None:
             raise HTTPException(404, f"job {job_id}: unknown (or expired)")
-        now = time.time()
-        if job["state"] in ("queued", "running") and now - job["updated"] > self.options.job_stale_seconds:
-            await self._restart(job)
-        if now - job["updated"] > self.options.job_ttl_seconds:
+        if silent > self.options.job_ttl_seconds:
             raise HTTPException(404, f"job {job_id}: expired (results are kept {self.options.job_ttl_seconds} s)")
+        if job["state"] in ("queued", "running") and silent > self.options.job_stale_seconds:
+            await self._restart(job)
         return job
 
     async def _restart(self, job: dict) -> None:
@@ -508,8 +510,8 @@ class Ingress:
             job.update(state="queued", progress=0.0, attempts=attempt)  # as the run that claims it starts
             if await asyncio.to_thread(self.store.claim_run, job["id"], attempt):
                 break
-            claimed = await asyncio.to_thread(self.store.claimed, job["id"], attempt)
-            if claimed is None or time.time() - claimed <= self.options.job_stale_seconds:
+            claimed = await asyncio.to_thread(self.store.claim_age, job["id"], attempt)
+            if claimed is None or claimed <= self.options.job_stale_seconds:
                 return  # another poll runs it; only the one that does reads the speech
             # claimed long ago, yet the state is still the run before's: its claimer stopped before it wrote
         speech = await asyncio.to_thread(self.store.speech, job["id"])

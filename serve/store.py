@@ -9,7 +9,9 @@ jobs/<id>/cancelled            the mark of a job cancelled while it was queued o
 
 A job unchanged for longer than its time to live is deleted, result and all (``expire_jobs``); so is a
 reference unused for longer than its own (``expire_references``: a use marks the file, ``touch_reference``).
-Both go by the files' modification times, so a sweep is one listing, however many files there are.
+Both go by the files' modification times, so a sweep is one listing, however many files there are. Every
+age is read by the storage's clock (``storage.age``, ``storage.ages``), never by comparing a time one
+replica wrote with another's clock: replicas on nodes whose clocks differ agree on which job is silent.
 """
 
 from __future__ import annotations
@@ -76,12 +78,12 @@ class StateStore:
     def expire_references(self, ttl_seconds: float) -> list[str]:
         """Delete every reference neither written nor marked used for more than ``ttl_seconds`` → their ids."""
         try:
-            times = storage.modified_times(storage.join(self.root, "refs"))
+            ages = storage.ages(storage.join(self.root, "refs"))
         except storage.NotFoundError:  # no reference yet
             return []
         expired = []
-        for uri, modified in sorted(times.items()):
-            if time.time() - modified > ttl_seconds:
+        for uri, age in sorted(ages.items()):
+            if age > ttl_seconds:
                 storage.delete(uri)
                 expired.append(uri.rsplit("/", 1)[-1].removesuffix(".safetensors"))
         return expired
@@ -142,17 +144,24 @@ class StateStore:
         except storage.NotFoundError:
             return None
 
+    def silent(self, job_id: str) -> float | None:
+        """Seconds since the job's state was last written, by the storage's clock; None when it is gone."""
+        try:
+            return storage.age(self._job(job_id, "state.json"))
+        except storage.NotFoundError:
+            return None
+
     def claim_run(self, job_id: str, attempt: int) -> bool:
         """Whether this caller, of all replicas, runs the job's ``attempt``-th run (a marker file created
         only where none is)."""
         return storage.create_new(self._job(job_id, f"run-{attempt}"))
 
-    def claimed(self, job_id: str, attempt: int) -> float | None:
-        """When the job's ``attempt``-th run was claimed (POSIX seconds), or None when it was not."""
-        uri = self._job(job_id, f"run-{attempt}")
+    def claim_age(self, job_id: str, attempt: int) -> float | None:
+        """Seconds since the job's ``attempt``-th run was claimed, by the storage's clock; None when it was
+        not (or the job is gone)."""
         try:
-            return storage.modified_times(self._job(job_id, "")).get(uri)
-        except storage.NotFoundError:  # the job is gone
+            return storage.age(self._job(job_id, f"run-{attempt}"))
+        except storage.NotFoundError:
             return None
 
     def put_speech(self, job_id: str, speech: np.ndarray) -> None:
@@ -178,15 +187,15 @@ class StateStore:
         progress), its result with it → their ids. The files' times say when each last changed: one
         listing, however many jobs there are."""
         try:
-            times = storage.modified_times(storage.join(self.root, "jobs"))
+            ages = storage.ages(storage.join(self.root, "jobs"))
         except storage.NotFoundError:  # no job yet
             return []
         by_job: dict[str, dict[str, float]] = {}
-        for uri, modified in times.items():
-            by_job.setdefault(uri.rsplit("/", 2)[-2], {})[uri] = modified
+        for uri, age in ages.items():
+            by_job.setdefault(uri.rsplit("/", 2)[-2], {})[uri] = age
         expired = []
         for job_id, files in sorted(by_job.items()):
-            if time.time() - max(files.values()) <= ttl_seconds:
+            if min(files.values()) <= ttl_seconds:
                 continue
             self._delete(job_id, list(files))
             expired.append(job_id)

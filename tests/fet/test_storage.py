@@ -100,7 +100,7 @@ def test_storage_that_cannot_answer_is_an_error_never_taken_for_a_missing_file(s
         with pytest.raises(storage.NotFoundError):
             storage.touch(where)
     with pytest.raises(storage.NotFoundError):
-        storage.modified_times(tmp_path / "no folder")
+        storage.ages(tmp_path / "no folder")
     (tmp_path / "a folder.bin").mkdir()
     with pytest.raises(storage.StorageError, match="a folder.bin: cannot read it") as e:
         storage.read_bytes(tmp_path / "a folder.bin")

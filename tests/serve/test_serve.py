@@ -240,10 +240,34 @@ def test_a_job_whose_replica_died_is_reported_failed(server):
     job = StateStore(str(STATE)).new_job({"reference_id": "0" * 32, "edits": {}, "audio_seconds": 3.0})
     state = STATE / "jobs" / job["id"] / "state.json"  # running, and silent for 10 min: its replica is gone
     state.write_text(json.dumps(job | {"state": "running", "progress": 0.4, "updated": time.time() - 600}))
+    os.utime(state, (time.time() - 600,) * 2)
     r = requests.get(f"{server}/v1/jobs/{job['id']}", headers={"X-API-Key": KEY})
     assert r.status_code == 200 and r.json()["state"] == "failed" and "submit it again" in r.json()["error"]
     res = requests.get(f"{server}/v1/jobs/{job['id']}/result", headers={"X-API-Key": KEY})
     assert res.status_code == 409 and "failed" in res.json()["detail"]
+
+
+def test_a_job_is_judged_silent_by_the_storage_clock_not_by_the_clock_of_the_replica_that_wrote_it(server):
+    """Replicas on nodes whose clocks differ: each job's `updated` is the writing replica's clock. A running
+    job written just now by a replica whose clock is 10 min behind is alive: it is not run again (before, a
+    poll took it for lost, and its runs took each other over until the job failed). One silent for 10 min,
+    written by a replica whose clock is 10 min ahead, is lost: it fails at once (before, it waited 20 min)."""
+    from serve.store import StateStore
+
+    store = StateStore(str(STATE))
+    info = {"reference_id": "0" * 32, "edits": {}, "audio_seconds": 3.0, "attempts": 1}
+    alive, lost = (store.new_job(info) for _ in range(2))
+    (STATE / "jobs" / alive["id"] / "state.json").write_text(
+        json.dumps(alive | {"state": "running", "progress": 0.4, "updated": time.time() - 600}))  # fmt: skip
+    state = STATE / "jobs" / lost["id"] / "state.json"
+    state.write_text(json.dumps(lost | {"state": "running", "progress": 0.4, "updated": time.time() + 600}))
+    os.utime(state, (time.time() - 600,) * 2)
+    for _ in range(2):
+        r = requests.get(f"{server}/v1/jobs/{alive['id']}", headers={"X-API-Key": KEY}, timeout=30)
+        assert r.status_code == 200 and r.json()["state"] == "running" and r.json()["attempts"] == 1, r.text
+    assert not (STATE / "jobs" / alive["id"] / "run-2").exists()
+    r = requests.get(f"{server}/v1/jobs/{lost['id']}", headers={"X-API-Key": KEY}, timeout=30)
+    assert r.status_code == 200 and r.json()["state"] == "failed" and "submit it again" in r.json()["error"], r.text
 
 
 def test_a_job_whose_next_run_was_claimed_by_a_replica_that_stopped_at_once_runs_again(server, face):
@@ -260,6 +284,7 @@ def test_a_job_whose_next_run_was_claimed_by_a_replica_that_stopped_at_once_runs
     os.utime(STATE / "jobs" / job["id"] / "run-2", (time.time() - 600,) * 2)
     state = STATE / "jobs" / job["id"] / "state.json"  # run 1: running, silent for 10 min
     state.write_text(json.dumps(job | {"state": "running", "progress": 0.4, "updated": time.time() - 600}))
+    os.utime(state, (time.time() - 600,) * 2)
     deadline = time.time() + 120
     while (s := requests.get(f"{server}/v1/jobs/{job['id']}", headers={"X-API-Key": KEY}, timeout=30).json())[
             "state"] not in ("done", "failed"):  # fmt: skip

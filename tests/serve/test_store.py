@@ -115,3 +115,19 @@ def test_a_store_that_cannot_be_reached_raises_instead_of_answering_no_such_job(
     for call, arg in ((store.job, job["id"]), (store.speech, job["id"]), (store.use_reference, "r" * 32)):
         with pytest.raises(storage.StorageError, match="Could not connect"):
             call(arg)
+
+
+def test_on_s3_a_replica_whose_clock_is_off_by_hours_judges_ages_by_the_servers_clock(s3_bucket, monkeypatch):
+    """A replica on a node whose clock runs two hours ahead (here: this process's ``time.time``) sweeps
+    the shared store: fresh jobs and references stay, a job just written is not silent and a run just
+    claimed is recent. Before, the sweep deleted everything younger than two hours' worth of TTL."""
+    store = StateStore(s3_bucket + "/state")
+    job = store.new_job({"reference_id": "r"})
+    store.put_reference("a" * 32, b"x_T and z_sem")
+    assert store.claim_run(job["id"], 2)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)
+    assert store.expire_jobs(3600) == [] and store.expire_references(3600) == []
+    assert store.job(job["id"]) is not None and store.has_reference("a" * 32)
+    assert store.silent(job["id"]) < 60 and store.claim_age(job["id"], 2) < 60
+    assert store.silent("f" * 32) is None and store.claim_age(job["id"], 3) is None
