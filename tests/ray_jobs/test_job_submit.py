@@ -144,23 +144,28 @@ def test_the_demo_submits_its_jobs_while_a_file_in_the_repository_grows(ray_head
     address, env = ray_head
     code = demo.job_code(tmp_path / "job_code")
     output = REPO / f"demo-output-{os.getpid()}.txt"  # a name .gitignore does not match: Ray ships it
-    stop = threading.Event()
+    stop, lines = threading.Event(), [0]
 
     def write() -> None:
         with output.open("a") as f:
             while not stop.is_set():
                 f.write("   [stage1-tiny] step 1/500 loss 0.5\n")
                 f.flush()
+                lines[0] += 1
                 time.sleep(0.001)
 
     writer = threading.Thread(target=write)
     writer.start()
+    grew = []
     try:
         head = SimpleNamespace(address=address, env=env)
-        demo.submit(head, code, "-c", "import ray_jobs.evaluate, ray_jobs.preprocess, ray_jobs.train")
-        for _ in range(2):
-            demo.submit(head, code, "-c", "print('ok')")
+        for entrypoint in ("import ray_jobs.evaluate, ray_jobs.preprocess, ray_jobs.train", "pass", "pass"):
+            before = lines[0]
+            demo.submit(head, code, "-c", entrypoint)  # raises with the job's log when it fails
+            grew.append(lines[0] - before)
     finally:
         stop.set()
         writer.join()
         output.unlink(missing_ok=True)
+    assert all(n > 100 for n in grew), grew  # the file grew all through each submission
+    assert sorted(p.name for p in code.iterdir()) == sorted(demo.JOB_CODE)
