@@ -69,8 +69,8 @@ def job_code(dest: Path) -> Path:
     directory every one of its ``ray job submit`` ships.
 
     Ray names a working directory's package by hashing the folder, then hashes it again to upload it. A file
-    that changes in between (the demo's own output, ``make demo > demo.log`` in the repository) leaves the job
-    naming a package that was never uploaded, and it fails with "Failed to download runtime_env file
+    that changes in between (the demo's own output, ``make demo > demo-output.txt`` in the repository) leaves
+    the job naming a package that was never uploaded, and it fails with "Failed to download runtime_env file
     package". Nothing writes into this copy."""
     for name in JOB_CODE:
         if (REPO / name).is_dir():
