@@ -62,9 +62,9 @@ def generate_main(argv: list[str]) -> None:
 
     def progress(done: int, total: int) -> None:
         if not bars:
-            bars.append(tqdm(total=total, desc="frames", unit="frame"))
-        bars[0].n = done
-        bars[0].refresh()
+            # in a terminal it redraws in place; into a log or a pipe each draw is one more line: every 10 s
+            bars.append(tqdm(total=total, desc="frames", unit="frame", mininterval=0.1 if sys.stderr.isatty() else 10))
+        bars[0].update(done - bars[0].n)  # drawn at most every 0.1 s, and once more when it closes
 
     try:
         result = pipe(

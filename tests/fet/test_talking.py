@@ -431,6 +431,8 @@ def test_cli_generate_and_edit(bundle, tmp_path, capsys):
     main(["generate", "--bundle", bundle, "--image", str(portrait), "--audio", str(wav), "--text", "blond hair",
           "-o", str(tmp_path / "out.mp4")])  # fmt: skip
     assert _decode_mp4(tmp_path / "out.mp4")[0] == 25
+    err = capsys.readouterr().err  # the progress bar ends at every frame rendered, drawn at most every 10 s
+    assert "frames: 100%" in err and err.count("frames:") <= 2, err  # in a log: not once per batch of frames
     main(["edit", "--bundle", bundle, "--image", str(portrait), "--edit", "Smiling=0.4", "-o", str(tmp_path / "e.png")])
     assert (tmp_path / "e.png").stat().st_size > 0
     with pytest.raises(SystemExit) as e:
