@@ -118,7 +118,7 @@ def test_aws_cluster_launcher():
 
 def test_runtime_env_ships_the_source_only():
     env = load(CLUSTER / "runtime_env.yaml")
-    assert env["working_dir"] == "." and {".venv/", "data/", "outputs/"} <= set(env["excludes"])
+    assert env["working_dir"] == "." and {"/.venv/", "/data/", "/outputs/"} <= set(env["excludes"])
 
 
 def test_dockerfile_installs_the_project():

@@ -169,3 +169,20 @@ def test_the_demo_submits_its_jobs_while_a_file_in_the_repository_grows(ray_head
         output.unlink(missing_ok=True)
     assert all(n > 100 for n in grew), grew  # the file grew all through each submission
     assert sorted(p.name for p in code.iterdir()) == sorted(demo.JOB_CODE)
+
+
+def test_the_cluster_runtime_env_ships_every_package_of_the_source(ray_head, tmp_path):
+    """`ray job submit --runtime-env cluster/runtime_env.yaml --working-dir .`, as the cluster guides say: the
+    job imports the project from the shipped copy, every package of it. Its excludes are .gitignore lines;
+    unanchored, "data/" also left out fet/data, and the job took that package from wherever the project was
+    installed (an image's older copy) or failed to import it."""
+    address, env = ray_head
+    show = "import fet.data.shards as m, ray_jobs.preprocess as j, sys; print('FROM', m.__file__, j.__file__)"
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir=.",
+           "--runtime-env=cluster/runtime_env.yaml", "--", "python", "-c", show]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    line = next(ln for ln in log.splitlines() if ln.startswith("FROM "))
+    data, job = line.split()[1:]
+    assert "working_dir_files/_ray_pkg_" in job and Path(data).parent.parent.parent == Path(job).parent.parent, line
