@@ -8,12 +8,18 @@ networks (``fet.evaluation.clip``), generates each clip from its first frame and
 per edit) and measures it → the driver pools the records into Table 1 / Table 2
 (``fet.evaluation.report``) and writes ``results.md``, ``table1.csv``, ``table2.csv``, ``per_clip.csv``,
 ``results.json`` and ``preview.png`` to ``out``, and logs them with every number to an MLflow run.
+
+Each clip's record is kept under ``out/clips`` as it is measured (``fet.evaluation.records``): run again
+with the same settings and bundle (after a stopped driver, a lost node), the job generates only the clips
+it had not measured. A clip whose evaluation fails is left out of the tables with its reason, in the
+notes of ``results.md``, and the others are measured; the job fails only when every clip does.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +30,10 @@ from PIL import Image
 from fet import storage
 from fet.bundle import BundleError, check_bundle
 from fet.config import ConfigError, from_dict, to_dict
-from fet.data.shards import ShardError, check_split, pack, unpack
+from fet.data.shards import ShardError, check_split
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig
+from fet.evaluation.records import ClipRecords, decode, encode, record_settings
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
 from fet.images import encode_png
 from ray_jobs import tracking
@@ -35,28 +42,38 @@ from ray_jobs.run_logger import FINAL_WAIT, RunLogger
 from ray_jobs.shard_reader import read_split
 
 COLUMNS = ["clip_id", "speaker", "split", "fps", "frames", "audio", "landmarks", "transform", "blendshapes"]
-ARRAY_FIELDS = ("real_features", "gen_features")
 
 OVERRIDES_EXAMPLE = "max_clips=8 ray.num_workers=4"  # shown in --help
 
 
 class EvaluateClips:
-    """A Ray Data actor: one clip-shard row → its evaluation record (arrays packed as .npy bytes)."""
+    """A Ray Data actor: one clip-shard row → its evaluation record (arrays packed as .npy bytes). A clip
+    evaluated by an earlier run with the same settings is taken from its kept record (``ClipRecords``);
+    one that fails is a record with its ``error``, and the other clips go on."""
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: dict, settings: dict) -> None:
         import torch
 
         os.environ.update(QUIET_ENV)
         config = from_dict(EvalConfig, cfg)
         torch.set_num_threads(max(1, round(config.ray.cpus_per_worker)))
         self.evaluator = ClipEvaluator(config)
+        self.records = ClipRecords(config.out, settings)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        rec = self.evaluator(row)
-        return {k: pack(v) if k in ARRAY_FIELDS else v for k, v in rec.items()}
+        """→ {clip_id, record (``fet.evaluation.records.encode``; empty when it failed), error, reused}"""
+        clip_id = row["clip_id"]
+        if (kept := self.records.get(clip_id)) is not None:
+            return {"clip_id": clip_id, "record": kept, "error": "", "reused": True}
+        try:
+            record = encode(self.evaluator(row))
+        except Exception as e:  # this clip only: reported with its reason, tried again by the next run
+            return {"clip_id": clip_id, "record": b"", "error": f"{type(e).__name__}: {e}", "reused": False}
+        self.records.put(clip_id, record)
+        return {"clip_id": clip_id, "record": record, "error": "", "reused": False}
 
 
-def _records(cfg: EvalConfig) -> list[dict[str, Any]]:
+def _records(cfg: EvalConfig, settings: dict[str, Any]) -> list[dict[str, Any]]:
     import ray
 
     ds = read_split(cfg.shards, "clips", COLUMNS, cfg.split)
@@ -64,17 +81,14 @@ def _records(cfg: EvalConfig) -> list[dict[str, Any]]:
         ds = ds.limit(cfg.max_clips)
     ds = ds.map(
         EvaluateClips,
-        fn_constructor_kwargs={"cfg": to_dict(cfg)},
+        fn_constructor_kwargs={"cfg": to_dict(cfg), "settings": settings},
         compute=ray.data.ActorPoolStrategy(size=cfg.ray.num_workers),
         num_cpus=cfg.ray.cpus_per_worker,
         num_gpus=cfg.ray.gpus_per_worker or None,
     )
-    records = ds.take_all()
-    for r in records:
-        for k in ARRAY_FIELDS:
-            if k in r:
-                r[k] = unpack(r[k])
-    return sorted(records, key=lambda r: r["clip_id"])
+    rows = sorted(ds.take_all(), key=lambda r: r["clip_id"])
+    return [{"clip_id": r["clip_id"], "error": r["error"]} if r["error"] else
+            decode(r["record"]) | {"reused": r["reused"]} for r in rows]  # fmt: skip
 
 
 def run(cfg: EvalConfig) -> dict[str, Any]:
@@ -84,8 +98,19 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     skipped = unavailable(cfg.weights)
     for group, why in skipped.items():
         print(f"skipping {group}: {why}", flush=True)
-    records = _records(cfg)
+    settings = record_settings(to_dict(cfg))
+    kept = ClipRecords(cfg.out, settings).prepare()
+    if kept:
+        print(f"{kept} clips were evaluated by an earlier run with these settings and bundle: their records "
+              f"are used again ({storage.join(cfg.out, 'clips')})", flush=True)  # fmt: skip
+    records = _records(cfg, settings)
+    failed = {r["clip_id"]: r["error"] for r in records if r.get("error")}
+    records = [r for r in records if not r.get("error")]
+    if not records:
+        raise ValueError("evaluation: every clip failed; " + "; ".join(f"{c}: {e}" for c, e in failed.items()))
     report = build_report(records, skipped, cfg.edits)
+    report.notes += [f"clip {c} failed and is not in the tables: {e}" for c, e in sorted(failed.items())]
+    reused = sum(bool(r.get("reused")) for r in records)
     outputs = {
         "results.md": report.markdown(),
         "results.json": report_json(report),
@@ -103,14 +128,16 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     params = to_dict(cfg) | {"bundle_runs": info.get("runs", {})}
     run_id = tracking.new_run(uri, cfg.mlflow.experiment, name, params, {"fet.kind": "evaluation"})
     logger = RunLogger(uri, run_id)
-    logger.metrics(report.metrics() | {"clips": float(report.clips)}, step=0, report=True)
+    counts = {"clips": float(report.clips), "clips_failed": float(len(failed)), "clips_reused": float(reused)}
+    logger.metrics(report.metrics() | counts, step=0, report=True)
     for k, why in report.skipped.items():
         logger.tag(f"skipped.{k}", why[:4000])
     logger.files({**{n: t.encode() for n, t in outputs.items()}, "preview.png": previews}, "evaluation")
     if logger.close(FINAL_WAIT) == 0:
         tracking.finish(uri, run_id, "FINISHED")
-    summary = {"clips": report.clips, "out": cfg.out, "mlflow_run_id": run_id, "tracking_uri": uri,
-               "metrics": report.metrics(), "skipped": report.skipped, "seconds": time.perf_counter() - t0}  # fmt: skip
+    summary = {"clips": report.clips, "failed": failed, "reused": reused, "out": cfg.out, "mlflow_run_id": run_id,
+               "tracking_uri": uri, "metrics": report.metrics(), "skipped": report.skipped,
+               "seconds": time.perf_counter() - t0}  # fmt: skip
     return summary
 
 
@@ -143,8 +170,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except (BundleError, ShardError, ValueError) as e:
         fail(e)
     print(storage.read_text(storage.join(cfg.out, "results.md")))
-    print(f"evaluated {summary['clips']} clips in {summary['seconds']:.1f} s → {cfg.out}; MLflow run "
-          f"{summary['mlflow_run_id']} at {summary['tracking_uri']}")  # fmt: skip
+    for clip, error in summary["failed"].items():
+        print(f"warning: clip {clip} failed and is not in the tables: {error}", file=sys.stderr)
+    print(f"evaluated {summary['clips']} clips ({summary['reused']} kept from an earlier run) in "
+          f"{summary['seconds']:.1f} s → {cfg.out}; MLflow run {summary['mlflow_run_id']} at "
+          f"{summary['tracking_uri']}")  # fmt: skip
     return summary
 
 

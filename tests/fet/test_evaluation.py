@@ -12,6 +12,7 @@ from fet.config import load_config
 from fet.data.shards import read_rows
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig, MetricWeights
+from fet.evaluation.records import decode, encode
 from fet.evaluation.report import SKIPPED, build_report, per_clip_rows, to_csv
 from fet.metrics.inception import FIDInception
 from fet.metrics.syncnet import SyncNet
@@ -51,6 +52,9 @@ def test_a_clip_is_generated_and_every_metric_measured(synthtalk_shards, bundle,
     assert -15 <= rec["syncnet_offset"] <= 15
     assert 0 < rec["ssim"] <= 1 and rec["psnr"] > 10
     assert rec["preview"][:4] == b"\x89PNG"
+    kept = decode(encode(rec))  # as an evaluation run again finds it (fet.evaluation.records)
+    assert kept.keys() == rec.keys() and kept["preview"] == rec["preview"] and kept["psnr"] == rec["psnr"]
+    assert all(np.array_equal(kept[k], rec[k]) for k in ("gen_features", "real_features"))
     # a second clip with different numbers, then the tables
     other = dict(rec, clip_id="copy", psnr=rec["psnr"] + 2.0)
     report = build_report([rec, other], evaluator.skipped, cfg.edits)

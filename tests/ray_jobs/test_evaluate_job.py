@@ -32,7 +32,7 @@ def test_evaluation_job_writes_the_tables_and_the_mlflow_run(local_ray, synthtal
         "eval_size=192", "edits=[add glasses]", "weights.fid_weights=inception.pth", "ray.num_workers=1",
         "ray.cpus_per_worker=1", "mlflow.tracking_uri=sqlite:///mlflow.db", "mlflow.run_name=eval-test",
     ])  # fmt: skip
-    assert summary["clips"] == 2  # the test split of the fixture's shards
+    assert summary["clips"] == 2 and summary["reused"] == 0 and summary["failed"] == {}  # the fixture's test split
 
     results = (out / "results.md").read_text()
     assert "| Method | FID | SSIM | PSNR | CPBD | Min Dist | AVConf | AVOffset | M-LMD | F-LMD |" in results
@@ -88,3 +88,49 @@ def test_the_evaluation_job_refuses_what_it_would_fail_on_before_ray_starts(
             evaluate.main([*good, override])
         err = capsys.readouterr().err
         assert done.value.code == 2 and f"error: {message}" in err, (override, err)
+
+
+def test_a_clip_that_fails_is_reported_and_an_evaluation_run_again_reuses_what_was_done(
+    local_ray, synthtalk_shards, tmp_path
+):
+    """One test clip's audio is cut to less than a frame: that clip fails with its reason in the tables'
+    notes and the other is measured. Run again into the same `out` (as after a stopped run), the measured
+    clip's kept record is used, not generated again, and the failed one is tried again. Other settings
+    start afresh."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fet.data.shards import pack, shard_files
+
+    shards = tmp_path / "shards"
+    shutil.copytree(synthtalk_shards, shards)
+    bad = None
+    for f in shard_files(str(shards), "clips"):
+        table = pq.read_table(f)
+        rows = table.to_pylist()
+        for row in rows:
+            if row["split"] == "test" and bad is None:
+                bad, row["audio"] = row["clip_id"], pack(row_audio_stub())
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), f)
+    bundle = build_bundle(tmp_path)
+    args = [f"shards={shards}", f"bundle={bundle}", f"out={tmp_path / 'eval'}", "max_seconds=0.4", "eval_size=192",
+            "edits=[]", "ray.num_workers=1", "ray.cpus_per_worker=1",
+            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    first = evaluate.main(args)
+    assert first["clips"] == 1 and first["reused"] == 0 and list(first["failed"]) == [bad], first["failed"]
+    assert "IndexError" in first["failed"][bad]
+    results = (tmp_path / "eval" / "results.md").read_text()
+    assert f"clip {bad} failed and is not in the tables: IndexError" in results and "Evaluated clips: 1" in results
+    kept = sorted((tmp_path / "eval" / "clips").glob("*.npz"))
+    assert len(kept) == 1  # the measured clip's record; the failed one keeps none
+    again = evaluate.main(args)
+    assert again["clips"] == 1 and again["reused"] == 1 and list(again["failed"]) == [bad]
+    assert again["metrics"] == first["metrics"] and sorted((tmp_path / "eval" / "clips").glob("*.npz")) == kept
+    other = evaluate.main([*args, "max_seconds=0.32"])  # another setting: nothing of the earlier runs is used
+    assert other["reused"] == 0 and other["metrics"]["generated.psnr"] != first["metrics"]["generated.psnr"]
+
+
+def row_audio_stub():
+    import numpy as np
+
+    return np.zeros(10, np.float32)  # 10 samples: less than one frame (640 at 25 fps)
