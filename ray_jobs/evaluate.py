@@ -107,7 +107,8 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     failed = {r["clip_id"]: r["error"] for r in records if r.get("error")}
     records = [r for r in records if not r.get("error")]
     if not records:
-        raise ValueError("evaluation: every clip failed; " + "; ".join(f"{c}: {e}" for c, e in failed.items()))
+        clip, error = next(iter(failed.items()))
+        raise ValueError(f"evaluation: every clip failed ({len(failed)}); the first, {clip}: {error}")
     report = build_report(records, skipped, cfg.edits)
     report.notes += [f"clip {c} failed and is not in the tables: {e}" for c, e in sorted(failed.items())]
     reused = sum(bool(r.get("reused")) for r in records)

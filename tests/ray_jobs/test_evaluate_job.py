@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,12 +92,12 @@ def test_the_evaluation_job_refuses_what_it_would_fail_on_before_ray_starts(
 
 
 def test_a_clip_that_fails_is_reported_and_an_evaluation_run_again_reuses_what_was_done(
-    local_ray, synthtalk_shards, tmp_path
+    local_ray, synthtalk_shards, tmp_path, capsys
 ):
     """One test clip's audio is cut to less than a frame: that clip fails with its reason in the tables'
     notes and the other is measured. Run again into the same `out` (as after a stopped run), the measured
     clip's kept record is used, not generated again, and the failed one is tried again. Other settings
-    start afresh."""
+    start afresh. When every clip fails, the job does, with the first clip's error."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -104,14 +105,21 @@ def test_a_clip_that_fails_is_reported_and_an_evaluation_run_again_reuses_what_w
 
     shards = tmp_path / "shards"
     shutil.copytree(synthtalk_shards, shards)
-    bad = None
-    for f in shard_files(str(shards), "clips"):
-        table = pq.read_table(f)
-        rows = table.to_pylist()
-        for row in rows:
-            if row["split"] == "test" and bad is None:
-                bad, row["audio"] = row["clip_id"], pack(row_audio_stub())
-        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), f)
+
+    def cut_audio(shards, clips: int) -> list[str]:
+        """Cut the audio of the first ``clips`` test clips to 10 samples (less than a frame) → their ids."""
+        cut = []
+        for f in shard_files(str(shards), "clips"):
+            table = pq.read_table(f)
+            rows = table.to_pylist()
+            for row in rows:
+                if row["split"] == "test" and len(cut) < clips:
+                    cut.append(row["clip_id"])
+                    row["audio"] = pack(np.zeros(10, np.float32))
+            pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), f)
+        return cut
+
+    [bad] = cut_audio(shards, 1)
     bundle = build_bundle(tmp_path)
     args = [f"shards={shards}", f"bundle={bundle}", f"out={tmp_path / 'eval'}", "max_seconds=0.4", "eval_size=192",
             "edits=[]", "ray.num_workers=1", "ray.cpus_per_worker=1",
@@ -128,9 +136,10 @@ def test_a_clip_that_fails_is_reported_and_an_evaluation_run_again_reuses_what_w
     assert again["metrics"] == first["metrics"] and sorted((tmp_path / "eval" / "clips").glob("*.npz")) == kept
     other = evaluate.main([*args, "max_seconds=0.32"])  # another setting: nothing of the earlier runs is used
     assert other["reused"] == 0 and other["metrics"]["generated.psnr"] != first["metrics"]["generated.psnr"]
-
-
-def row_audio_stub():
-    import numpy as np
-
-    return np.zeros(10, np.float32)  # 10 samples: less than one frame (640 at 25 fps)
+    cut_audio(shards, 2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        evaluate.main([*args, f"out={tmp_path / 'eval2'}"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "error: evaluation: every clip failed (2); the first, " in err, err[-2000:]
+    assert "IndexError" in err and "Traceback" not in err
