@@ -101,8 +101,8 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     settings = record_settings(to_dict(cfg))
     kept = ClipRecords(cfg.out, settings).prepare()
     if kept:
-        print(f"{kept} clips were evaluated by an earlier run with these settings and bundle: their records "
-              f"are used again ({storage.join(cfg.out, 'clips')})", flush=True)  # fmt: skip
+        print(f"records of {kept} clip(s) measured by an earlier run with these settings and bundle are used "
+              f"again ({storage.join(cfg.out, 'clips')})", flush=True)  # fmt: skip
     records = _records(cfg, settings)
     failed = {r["clip_id"]: r["error"] for r in records if r.get("error")}
     records = [r for r in records if not r.get("error")]
