@@ -47,9 +47,9 @@ OVERRIDES_EXAMPLE = "max_clips=8 ray.num_workers=4"  # shown in --help
 
 
 class EvaluateClips:
-    """A Ray Data actor: one clip-shard row → its evaluation record (arrays packed as .npy bytes). A clip
-    evaluated by an earlier run with the same settings is taken from its kept record (``ClipRecords``);
-    one that fails is a record with its ``error``, and the other clips go on."""
+    """A Ray Data actor: one clip-shard row → its evaluation record, encoded (``fet.evaluation.records``). A
+    clip measured by an earlier run with the same settings is taken from its kept record (``ClipRecords``);
+    one that fails comes back with its ``error``, and the other clips go on."""
 
     def __init__(self, cfg: dict, settings: dict) -> None:
         import torch

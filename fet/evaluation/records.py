@@ -1,10 +1,11 @@
 """Per-clip evaluation records kept beside the evaluation's tables, so that an evaluation run again after it
 was stopped (a killed driver, a lost node, a preempted job) generates only the clips it had not finished.
 
-    <out>/clips/settings.json      what decides a clip's record: the bundle (its bundle.json) and the settings
+    <out>/clips/settings.json      what decides a clip's record: the settings, the bundle and the shards
     <out>/clips/<digest>.npz       one clip's record: numbers and names, its arrays, its preview PNG
 
-Records made under other settings, or with another bundle, are deleted before any is used (``prepare``).
+Records made under other settings, with another bundle or from other shards, are deleted before any is
+used (``prepare``).
 A clip whose evaluation failed keeps no record: the next run tries it again.
 """
 
@@ -24,10 +25,12 @@ SETTINGS = ("shards", "max_seconds", "steps", "seed", "edits", "eval_size", "fid
 
 
 def record_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The part of an evaluation config (``to_dict(EvalConfig)``) that decides a clip's record, with a
-    digest of the bundle's ``bundle.json`` (a re-export of other weights changes its runs and metrics)."""
-    bundle = storage.read_bytes(storage.join(cfg["bundle"], "bundle.json"))
-    return {k: cfg[k] for k in SETTINGS} | {"bundle.json": hashlib.sha256(bundle).hexdigest()}
+    """The part of an evaluation config (``to_dict(EvalConfig)``) that decides a clip's record, with digests
+    of the bundle's ``bundle.json`` (a re-export of other weights changes its runs and metrics) and of the
+    shards' ``manifest.json`` (shards written again at the same place change its timings)."""
+    digests = {name: hashlib.sha256(storage.read_bytes(storage.join(cfg[key], name))).hexdigest()
+               for key, name in (("bundle", "bundle.json"), ("shards", "manifest.json"))}  # fmt: skip
+    return {k: cfg[k] for k in SETTINGS} | digests
 
 
 class ClipRecords:

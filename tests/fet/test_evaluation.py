@@ -88,3 +88,31 @@ def test_an_unknown_edit_fails_before_any_clip(bundle, synthtalk_shards):
     cfg = load_config(EvalConfig, None, [f"shards={synthtalk_shards}", f"bundle={bundle}", "edits=[add wings]"])
     with pytest.raises(ValueError, match="wings"):
         ClipEvaluator(cfg)
+
+
+def test_kept_clip_records_go_when_the_settings_the_bundle_or_the_shards_change(tmp_path):
+    """`out/clips` keeps records only for the settings, bundle.json and shard manifest they were made with."""
+    from fet.config import to_dict
+    from fet.evaluation.records import ClipRecords, record_settings
+
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "bundle" / "bundle.json").write_text('{"runs": {"stage1": "a"}}')
+    (tmp_path / "shards" / "manifest.json").write_text('{"clips": {"seconds": 1.0}}')
+    cfg = load_config(EvalConfig, None, [f"bundle={tmp_path / 'bundle'}", f"shards={tmp_path / 'shards'}"])
+    out = str(tmp_path / "eval")
+
+    def records() -> ClipRecords:
+        return ClipRecords(out, record_settings(to_dict(cfg)))
+
+    assert records().prepare() == 0
+    records().put("clip 1", encode({"clip_id": "clip 1", "psnr": np.float32(20.5)}))
+    assert records().prepare() == 1 and decode(records().get("clip 1")) == {"clip_id": "clip 1", "psnr": 20.5}
+    cfg.max_clips = 1  # which clips are measured, not how: the record stays
+    assert records().prepare() == 1
+    for change in (lambda: setattr(cfg, "seed", 1),
+                   lambda: (tmp_path / "bundle" / "bundle.json").write_text('{"runs": {"stage1": "b"}}'),
+                   lambda: (tmp_path / "shards" / "manifest.json").write_text('{"clips": {"seconds": 2.0}}')):  # fmt: skip
+        records().put("clip 1", encode({"clip_id": "clip 1"}))
+        change()
+        assert records().prepare() == 0 and records().get("clip 1") is None
