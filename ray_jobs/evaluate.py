@@ -39,7 +39,7 @@ from fet.images import encode_png
 from ray_jobs import tracking
 from ray_jobs.common import QUIET_ENV, check_shipped_paths, fail, for_workers, init_ray, load_job_config, parse_args
 from ray_jobs.run_logger import FINAL_WAIT, RunLogger
-from ray_jobs.shard_reader import read_split
+from ray_jobs.shard_reader import READ_CPUS, read_split
 
 COLUMNS = ["clip_id", "speaker", "split", "fps", "frames", "audio", "landmarks", "transform", "blendshapes"]
 
@@ -47,9 +47,8 @@ OVERRIDES_EXAMPLE = "max_clips=8 ray.num_workers=4"  # shown in --help
 
 
 class EvaluateClips:
-    """A Ray Data actor: one clip-shard row → its evaluation record, encoded (``fet.evaluation.records``). A
-    clip measured by an earlier run with the same settings is taken from its kept record (``ClipRecords``);
-    one that fails comes back with its ``error``, and the other clips go on."""
+    """A Ray Data actor: one clip-shard row → its evaluation record, encoded (``fet.evaluation.records``) and
+    kept (``ClipRecords``); one that fails comes back with its ``error``, and the other clips go on."""
 
     def __init__(self, cfg: dict, settings: dict) -> None:
         import torch
@@ -61,32 +60,48 @@ class EvaluateClips:
         self.records = ClipRecords(config.out, settings)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        """→ {clip_id, record (``fet.evaluation.records.encode``; empty when it failed), error, reused}"""
+        """→ {clip_id, record (``fet.evaluation.records.encode``; empty when it failed), error}"""
         clip_id = row["clip_id"]
-        if (kept := self.records.get(clip_id)) is not None:
-            return {"clip_id": clip_id, "record": kept, "error": "", "reused": True}
         try:
             record = encode(self.evaluator(row))
         except Exception as e:  # this clip only: reported with its reason, tried again by the next run
-            return {"clip_id": clip_id, "record": b"", "error": f"{type(e).__name__}: {e}", "reused": False}
+            return {"clip_id": clip_id, "record": b"", "error": f"{type(e).__name__}: {e}"}
         self.records.put(clip_id, record)
-        return {"clip_id": clip_id, "record": record, "error": "", "reused": False}
+        return {"clip_id": clip_id, "record": record, "error": ""}
+
+
+def _clip_ids(cfg: EvalConfig) -> list[str]:
+    """The clips a run measures, in order of clip id: every clip of ``cfg.split``, or its first
+    ``cfg.max_clips``, the same ones in every run (only two columns of the shards are read)."""
+    ids = sorted(r["clip_id"] for r in read_split(cfg.shards, "clips", ["clip_id", "split"], cfg.split).take_all())
+    return ids[: cfg.max_clips] if cfg.max_clips > 0 else ids
 
 
 def _records(cfg: EvalConfig, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each clip's record, or {clip_id, error} for a clip that failed, in order of clip id. The records kept
+    by an earlier run are read here; only the other clips go through Ray Data to the actors."""
     import ray
+    from ray.data.expressions import col
 
-    ds = read_split(cfg.shards, "clips", COLUMNS, cfg.split)
-    if cfg.max_clips > 0:
-        ds = ds.limit(cfg.max_clips)
-    ds = ds.map(
-        EvaluateClips,
-        fn_constructor_kwargs={"cfg": to_dict(cfg), "settings": settings},
-        compute=ray.data.ActorPoolStrategy(size=cfg.ray.num_workers),
-        num_cpus=cfg.ray.cpus_per_worker,
-        num_gpus=cfg.ray.gpus_per_worker or None,
-    )
-    rows = sorted(ds.take_all(), key=lambda r: r["clip_id"])
+    ids = _clip_ids(cfg)
+    kept = ClipRecords(cfg.out, settings)
+    rows = [{"clip_id": i, "record": r, "error": "", "reused": True} for i in ids if (r := kept.get(i)) is not None]
+    if rows:
+        print(f"records of {len(rows)} of the {len(ids)} clip(s) were measured by an earlier run with these "
+              f"settings and bundle, and are used again ({kept.root})", flush=True)  # fmt: skip
+    todo = sorted(set(ids) - {r["clip_id"] for r in rows})
+    if todo:
+        ds = read_split(cfg.shards, "clips", COLUMNS, cfg.split).filter(expr=col("clip_id").is_in(todo),
+                                                                        num_cpus=READ_CPUS)  # fmt: skip
+        ds = ds.map(
+            EvaluateClips,
+            fn_constructor_kwargs={"cfg": to_dict(cfg), "settings": settings},
+            compute=ray.data.ActorPoolStrategy(size=min(cfg.ray.num_workers, len(todo))),
+            num_cpus=cfg.ray.cpus_per_worker,
+            num_gpus=cfg.ray.gpus_per_worker or None,
+        )
+        rows += [r | {"reused": False} for r in ds.take_all()]
+    rows.sort(key=lambda r: r["clip_id"])
     return [{"clip_id": r["clip_id"], "error": r["error"]} if r["error"] else
             decode(r["record"]) | {"reused": r["reused"]} for r in rows]  # fmt: skip
 
@@ -99,10 +114,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     for group, why in skipped.items():
         print(f"skipping {group}: {why}", flush=True)
     settings = record_settings(to_dict(cfg))
-    kept = ClipRecords(cfg.out, settings).prepare()
-    if kept:
-        print(f"records of {kept} clip(s) measured by an earlier run with these settings and bundle are used "
-              f"again ({storage.join(cfg.out, 'clips')})", flush=True)  # fmt: skip
+    ClipRecords(cfg.out, settings).prepare()  # records made with other settings go
     records = _records(cfg, settings)
     failed = {r["clip_id"]: r["error"] for r in records if r.get("error")}
     records = [r for r in records if not r.get("error")]

@@ -35,7 +35,7 @@ class EvalConfig:
     bundle: str = "outputs/bundle"
     out: str = "outputs/eval"  # tables, per-clip CSV and previews (local or s3://)
     split: str = "test"
-    max_clips: int = 0  # 0: every clip of the split
+    max_clips: int = 0  # 0: every clip of the split; n: its first n clips by clip id, the same in every run
     max_seconds: float = 0.0  # evaluate only the first seconds of each clip (0: whole clips)
     steps: int | None = None  # DDIM steps; default: the bundle's pipeline setting
     seed: int = 0

@@ -142,3 +142,33 @@ def test_a_clip_that_fails_is_reported_and_an_evaluation_run_again_reuses_what_w
     err = capsys.readouterr().err
     assert done.value.code == 2 and "error: evaluation: every clip failed (2); the first, " in err, err[-2000:]
     assert "IndexError" in err and "Traceback" not in err
+
+
+def test_kept_records_are_read_by_the_driver_and_max_clips_takes_the_first_clips_by_id(
+    local_ray, synthtalk_shards, tmp_path, monkeypatch
+):
+    """With every clip's record kept, the job reads them and starts no actor (no pipeline or metric networks
+    are loaded for nothing); ``max_clips`` takes the split's first clips by clip id, whatever the shard files
+    are called."""
+    import pyarrow.parquet as pq
+
+    from fet.data.shards import shard_files
+    from fet.evaluation.config import EvalConfig
+    from fet.evaluation.records import ClipRecords, encode
+
+    test_ids = sorted(r["clip_id"] for f in shard_files(synthtalk_shards, "clips")
+                      for r in pq.read_table(f, columns=["clip_id", "split"]).to_pylist() if r["split"] == "test")  # fmt: skip
+    assert len(test_ids) == 2
+    cfg = EvalConfig(shards=synthtalk_shards, out=str(tmp_path / "eval"))
+    settings = {"made": "by this test"}
+    kept = ClipRecords(cfg.out, settings)
+    kept.prepare()
+    for i, clip_id in enumerate(reversed(test_ids)):
+        kept.put(clip_id, encode({"clip_id": clip_id, "psnr": float(i), "frames": np.arange(3)}))
+    monkeypatch.setattr(evaluate, "EvaluateClips", None)  # an actor would be made of it and fail at once
+    records = evaluate._records(cfg, settings)
+    expected = [(test_ids[0], 1.0, True), (test_ids[1], 0.0, True)]  # each record as it was kept
+    assert [(r["clip_id"], r["psnr"], r["reused"]) for r in records] == expected
+    assert records[0]["frames"].tolist() == [0, 1, 2]
+    cfg.max_clips = 1
+    assert [r["clip_id"] for r in evaluate._records(cfg, settings)] == test_ids[:1]
