@@ -34,6 +34,10 @@ MLFLOW_RUN = "fet_mlflow_run.json"  # the training run's MLflow run id, beside i
 OVERRIDES_EXAMPLE = "steps=2000 optim.lr=1e-4 scaling.num_workers=8"  # shown in --help
 
 
+class DivergedError(RuntimeError):
+    """The loss stopped being finite; the run ended without a restart (it would diverge again)."""
+
+
 def _local_paths_absolute(value: Any) -> Any:
     """Relative local paths that exist → absolute (workers do not share the driver's working dir)."""
     if isinstance(value, dict):
@@ -176,6 +180,9 @@ def _train(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
     except BaseException as e:  # SystemExit: stopped (``ray job stop`` sends SIGTERM, which ray.init makes an exit)
         tracking.finish(job.mlflow.tracking_uri, run_id, "FAILED" if isinstance(e, Exception) else "KILLED")
         raise
+    if isinstance(result.return_value, dict) and "diverged" in result.return_value:  # train_loop._diverged
+        tracking.finish(job.mlflow.tracking_uri, run_id, "FAILED")
+        raise DivergedError(result.return_value["diverged"])
     metrics = {k: v for k, v in result.metrics.items() if not k.startswith("_")}
     checkpoint = result.checkpoint.path if result.checkpoint else ""
     if checkpoint and "://" in job.storage_path:
@@ -212,7 +219,10 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
         except (ConfigError, ShardError, RunHeldError, ValueError, OSError) as e:
             fail(e)
         init_ray(args.address)
-        summary = run(job, task)
+        try:
+            summary = run(job, task)
+        except DivergedError as e:
+            fail(e)
     print(json.dumps(summary, indent=2, default=str))
 
 

@@ -131,7 +131,9 @@ def _skip_cpu_shm_kernel() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(config: dict[str, Any]) -> dict[str, str] | None:
+    """One worker's training → None, or {"diverged": why} when the loss stopped being finite (rank 0's return
+    value reaches the driver as the result's ``return_value``)."""
     import deepspeed
 
     job = from_dict(TrainJobConfig, config["job"], where="job")
@@ -200,8 +202,8 @@ def train_loop(config: dict[str, Any]) -> None:
 
         names = ["loss", *sorted(parts_sum)]
         values = _mean_over_ranks([loss_sum, *[parts_sum[k] for k in names[1:]]])
-        if not math.isfinite(values[0]):
-            raise FloatingPointError(f"[{job.name}] loss is {values[0]} at step {state.step}; lower optim.lr")
+        if not math.isfinite(values[0]):  # a mean over the ranks: every rank stops here, at the same step
+            return _diverged(job, state.step, values[0], logger)
         window.append(values[0])
         if logger:
             rate = (state.step - steps_at_t0) * job.batch_size * world * accumulation / max(1e-9, time.time() - t0)
@@ -227,6 +229,19 @@ def train_loop(config: dict[str, Any]) -> None:
     if rank == 0:
         final |= _finish(job, task, ema, logger, val_rows)
     _save(engine, ema, state, rank, final)
+
+
+def _diverged(job: TrainJobConfig, step: int, loss: float, logger: RunLogger | None) -> dict[str, str]:
+    """The loss is NaN or infinite. Resumed from its last checkpoint with the same settings, the run would
+    meet the same batches with the same weights and noise (the data position and the generators are
+    restored) and diverge again, so the workers end without raising: a raise would have Ray Train restart
+    them ``checkpoint.max_failures`` times, each repeating the steps since that checkpoint."""
+    why = (f"[{job.name}] training diverged: the loss is {loss} at step {step}. Lower optim.lr ({job.optim.lr}) "
+           f"or lengthen optim.warmup_steps ({job.optim.warmup_steps}), and submit it under another name")  # fmt: skip
+    if logger:
+        logger.tag("fet.diverged", why)
+        logger.close(FINAL_WAIT)
+    return {"diverged": why}
 
 
 def _finish(job: TrainJobConfig, task: TrainingTask, ema: EMA, logger: RunLogger, val_rows) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from fet.config import load_config
 from fet.data.shards import read_rows
 from fet.lineage import encoder_digest
 from fet.training.job_config import TrainJobConfig
-from ray_jobs import export_bundle, tracking
+from ray_jobs import export_bundle, tracking, train
 from ray_jobs.demo import PAIRED_WORKER_CPUS, WAVES
 from ray_jobs.driver_lease import LEASE, RunHeldError
 from ray_jobs.train import run
@@ -133,6 +133,30 @@ def _kill_a_worker_after_first_checkpoint(cfg: TrainJobConfig, prefix: str, kill
                 if then is not None:
                     then(checkpoint_step)
                 return
+
+
+def test_a_diverged_run_ends_at_once_with_its_reason_and_is_not_restarted(
+    local_ray, synthtalk_shards, tmp_path, capsys
+):
+    """A learning rate that drives the loss to NaN: the job ends (exit 2) with the step and what to change,
+    without a traceback and without Ray Train restarting the workers from their checkpoint (they would
+    diverge again at the same step, ``checkpoint.max_failures`` times). The MLflow run is FAILED and says why."""
+    db = tmp_path / "mlflow.db"
+    with pytest.raises(SystemExit) as done:
+        train.main(["--config", "configs/train/ray/stage1_tiny.yaml", f"data.shards={synthtalk_shards}",
+                    f"storage_path={tmp_path / 'ray'}", f"out={tmp_path / 'out'}", f"mlflow.tracking_uri=sqlite:///{db}",
+                    "name=stage1-diverges", "steps=20", "optim.lr=1e6", "optim.warmup_steps=1", "checkpoint.every=1",
+                    "checkpoint.max_failures=2", "mlflow.sample_every=0", "task.eval_steps=2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert done.value.code == 2, err[-3000:]
+    line = next(x for x in err.splitlines() if x.startswith("error: "))
+    assert "[stage1-diverges] training diverged: the loss is nan at step " in line, line
+    assert "Lower optim.lr (1000000.0)" in line
+    run_id = tracking.find_run(f"sqlite:///{db}", "faceedittalker", "stage1-diverges")
+    mlflow_run = MlflowClient(f"sqlite:///{db}").get_run(run_id)
+    assert mlflow_run.info.status == "FAILED" and "training diverged" in mlflow_run.data.tags["fet.diverged"]
+    assert "fet.resumed_from" not in mlflow_run.data.tags  # no restart from the checkpoints of steps before it
+    assert not (tmp_path / "out").exists()
 
 
 def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
