@@ -30,8 +30,13 @@ def _source(audio: str | os.PathLike | bytes, name: str) -> tuple[io.BytesIO | s
     text = str(audio)
     if storage.is_s3(text):
         return io.BytesIO(storage.read_bytes(text)), text
-    if not Path(text).is_file():
+    path = Path(text)
+    if path.is_dir():
+        raise AudioError(f"{text}: a folder, not an audio file")
+    if not path.exists():
         raise AudioError(f"{text}: no such audio file")
+    if not path.is_file():  # a pipe (bash's <(...)) or a device: read once, whole, as an s3:// object is
+        return io.BytesIO(path.read_bytes()), text  # (FFmpeg cannot seek in a pipe to an mp4's index)
     return text, text
 
 

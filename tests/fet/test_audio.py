@@ -1,5 +1,8 @@
 import io
+import os
 import tempfile
+import threading
+from pathlib import Path
 
 import av
 import numpy as np
@@ -70,6 +73,28 @@ def test_bad_audio_is_refused_with_its_reason(tmp_path):
         check_speech(np.zeros(16000, np.float32), 0.2)
     with pytest.raises(AudioError, match="at least 0.2 s"):
         check_speech(speech(0.1), 0.2)
+
+
+def test_speech_through_a_pipe_loads_and_a_folder_is_named_as_one(tmp_path):
+    """`fet generate --audio <(curl ...)` gives a /dev/fd path that is a pipe: it loads, an mp4 too, whose
+    index FFmpeg finds only by seeking (it was refused as "no such audio file"). A folder is named as one."""
+    clip = media("video/retalking_2.mp4")
+    read, write = os.pipe()
+
+    def send() -> None:
+        with open(write, "wb") as pipe:
+            pipe.write(Path(clip).read_bytes())
+
+    writer = threading.Thread(target=send, daemon=True)
+    writer.start()
+    try:
+        through_a_pipe = load_audio(f"/dev/fd/{read}")
+    finally:
+        os.close(read)
+    writer.join(10)
+    assert through_a_pipe.size > 4 * 16000 and np.array_equal(through_a_pipe, load_audio(clip))
+    with pytest.raises(AudioError, match=f"{tmp_path}: a folder, not an audio file"):
+        load_audio(tmp_path)
 
 
 def test_video_without_audio_track_is_refused(tmp_path):
