@@ -59,6 +59,7 @@ def _end(demo: subprocess.Popen) -> None:
             demo.kill()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_head_and_its_jobs(tmp_path):
     """SIGTERM while the preprocessing job runs: the demo exits at once with 143, and nothing of its head is
     left. Until then the head answers."""

@@ -100,6 +100,7 @@ def test_relative_outputs_are_refused_in_a_shipped_working_directory(ray_head, s
     assert "Traceback" not in log and not (tmp_path / "ray").exists()
 
 
+@pytest.mark.slow
 def test_a_training_job_stopped_with_ray_job_stop_lets_go_of_its_run(ray_head, synthtalk_shards, tmp_path):
     """`ray job stop` sends the driver SIGTERM: it lets go of the run at once (a resubmission need not wait for
     the lease to lapse) and marks its MLflow run KILLED, where before the run read RUNNING for ever."""

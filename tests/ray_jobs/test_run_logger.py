@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from mlflow import MlflowClient
 
 from ray_jobs.run_logger import RunLogger
@@ -19,6 +20,7 @@ def _timed(call) -> tuple[object, float]:
     return call(), time.monotonic() - t0
 
 
+@pytest.mark.slow
 def test_logs_wait_through_a_server_restart_and_reach_the_run(mlflow_server, tmp_path, capsys, monkeypatch):
     from ray_jobs import run_logger
 
