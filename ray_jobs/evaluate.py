@@ -31,7 +31,7 @@ from fet import storage
 from fet.bundle import BundleError, check_bundle
 from fet.config import ConfigError, from_dict, to_dict
 from fet.data.shards import ShardError, check_split
-from fet.evaluation.clip import ClipEvaluator, unavailable
+from fet.evaluation.clip import ClipEvaluator, check_edits, unavailable
 from fet.evaluation.config import EvalConfig
 from fet.evaluation.records import ClipRecords, decode, encode, record_settings
 from fet.evaluation.report import build_report, per_clip_rows, report_json, to_csv
@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             setattr(cfg.weights, key, for_workers(getattr(cfg.weights, key)))
         check_split(cfg.shards, "clips", cfg.split)  # no clip shards at all, or none in the split
         check_bundle(cfg.bundle)
+        check_edits(cfg.bundle, cfg.edits)  # in the actors, an unknown edit ended the job in Ray's tracebacks
         tracking.check_reachable(cfg.mlflow.tracking_uri)
-    except (ConfigError, ShardError, BundleError, ConnectionError) as e:
+    except (ConfigError, ShardError, BundleError, ConnectionError, ValueError) as e:
         fail(e)
     init_ray(args.address)
     try:

@@ -22,6 +22,10 @@ from PIL import Image
 
 from fet.audio.load import SAMPLE_RATE
 from fet.data.shards import unpack
+from fet.editing.attributes import AttributeLibrary, ParsedEdits
+from fet.editing.classifier import AttributeClassifier
+from fet.editing.edit import parse_edits
+from fet.editor import load_attribute_classifier, load_attribute_library
 from fet.evaluation.config import EvalConfig, MetricWeights
 from fet.images import encode_png, image_grid
 from fet.landmarks.detector import FaceLandmarks
@@ -112,6 +116,33 @@ def _boxes(boxes: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.interp(idx, idx[ok], boxes[ok, j]) for j in range(4)], 1)
 
 
+def check_edits(bundle: str, edits: list[str]) -> dict[str, ParsedEdits]:
+    """``parse_eval_edits`` with only the bundle's attribute library and classifier read (what the driver
+    checks before Ray starts and any actor loads the pipeline)."""
+    return parse_eval_edits(load_attribute_library(bundle), load_attribute_classifier(bundle), edits)
+
+
+def parse_eval_edits(
+    library: AttributeLibrary, classifier: AttributeClassifier, edits: list[str]
+) -> dict[str, ParsedEdits]:
+    """An evaluation's ``edits`` → {text: parsed}. Raises ``ValueError`` naming a text with any part the
+    library does not recognise, or an attribute the bundle has no trained classifier for."""
+    out = {}
+    for text in edits:
+        parsed = library.parse_text(text)
+        if parsed.unknown or not parsed.edits:
+            unknown = ", ".join(parsed.unknown) or text
+            raise ValueError(
+                f"edits: {text!r} names no attribute the bundle can edit (unrecognised: {unknown}); "
+                "expected phrases such as 'add glasses' or 'blond hair'"
+            )
+        try:
+            out[text] = parse_edits(library, classifier, text=text)
+        except ValueError as e:
+            raise ValueError(f"edits: {text!r}: {e}") from e
+    return out
+
+
 class ClipEvaluator:
     """Holds the pipeline and the metric networks; create once per worker."""
 
@@ -119,22 +150,12 @@ class ClipEvaluator:
         self.cfg = cfg
         overrides = {"steps": cfg.steps} if cfg.steps else {}
         self.pipe = FaceEditTalkerPipeline.from_bundle(cfg.bundle, cfg.device, **overrides)
-        self.edits = {text: self._parse(text) for text in cfg.edits}  # an unknown edit fails before any clip
+        self.edits = parse_eval_edits(self.pipe.bundle.library, self.pipe.bundle.classifier, cfg.edits)
         self.skipped = unavailable(cfg.weights)
         w = cfg.weights
         self.dlib = DlibFace(w.dlib_models_dir, cfg.eval_size) if "dlib" not in self.skipped else None
         self.inception = load_fid_inception(w.fid_weights, cfg.device) if "fid" not in self.skipped else None
         self.syncnet = load_syncnet(w.syncnet_weights, cfg.device) if "syncnet" not in self.skipped else None
-
-    def _parse(self, text: str):
-        parsed = self.pipe.parse(text=text)
-        if parsed.unknown or not parsed.edits:
-            unknown = ", ".join(parsed.unknown) or text
-            raise ValueError(
-                f"edits: {text!r} names no attribute the bundle can edit (unrecognised: {unknown}); "
-                "expected phrases such as 'add glasses' or 'blond hair'"
-            )
-        return parsed
 
     # -- one clip -----------------------------------------------------------------------------------------
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:

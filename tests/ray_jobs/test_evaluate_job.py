@@ -62,9 +62,10 @@ def test_evaluation_job_writes_the_tables_and_the_mlflow_run(local_ray, synthtal
 def test_the_evaluation_job_refuses_what_it_would_fail_on_before_ray_starts(
     synthtalk_shards, tmp_path, monkeypatch, capsys
 ):
-    """No clip shards or none in the split, no bundle or one with a file missing, a tracking server that does
-    not answer: each ends the job with a message before Ray starts (MLflow is logged last: unchecked, the
-    server's silence would be found after every clip had been generated)."""
+    """No clip shards or none in the split, no bundle or one with a file missing, an edit the bundle cannot
+    make, a tracking server that does not answer: each ends the job with a message before Ray starts (MLflow
+    is logged last: unchecked, the server's silence would be found after every clip had been generated; an
+    unknown edit was found by each actor as it loaded, and ended the job in Ray's tracebacks)."""
 
     def ray_started(address=None):
         raise AssertionError("Ray was started")
@@ -83,6 +84,10 @@ def test_the_evaluation_job_refuses_what_it_would_fail_on_before_ray_starts(
         f"bundle={tmp_path / 'nowhere'}": f"{tmp_path / 'nowhere'}: no bundle.json",
         f"bundle={partial}": f"bundle {partial}: missing component file(s) pose_guider.safetensors",
         f"mlflow.tracking_uri={server}": f"mlflow.tracking_uri={server}: the tracking server does not answer",
+        "edits=[add glasses, turn into a dragon]": "edits: 'turn into a dragon' names no attribute the bundle can "
+        "edit (unrecognised: dragon)",
+        "edits=[blond hair and a dragon tail]": "edits: 'blond hair and a dragon tail' names no attribute the bundle "
+        "can edit (unrecognised: dragon, tail)",
     }
     for override, message in cases.items():
         with pytest.raises(SystemExit) as done:
