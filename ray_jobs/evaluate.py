@@ -56,12 +56,17 @@ class EvaluateClips:
         os.environ.update(QUIET_ENV)
         config = from_dict(EvalConfig, cfg)
         torch.set_num_threads(max(1, round(config.ray.cpus_per_worker)))
-        self.evaluator = ClipEvaluator(config)
         self.records = ClipRecords(config.out, settings)
+        try:
+            self.evaluator, self.unready = ClipEvaluator(config), ""
+        except Exception as e:  # each clip reports it in one line, not Ray's tracebacks of a dead actor
+            self.evaluator, self.unready = None, f"the evaluation actor could not start: {type(e).__name__}: {e}"
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         """→ {clip_id, record (``fet.evaluation.records.encode``; empty when it failed), error}"""
         clip_id = row["clip_id"]
+        if self.evaluator is None:
+            return {"clip_id": clip_id, "record": b"", "error": self.unready}
         try:
             record = encode(self.evaluator(row))
         except Exception as e:  # this clip only: reported with its reason, tried again by the next run

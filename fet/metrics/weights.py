@@ -37,11 +37,26 @@ def load_state_dict_file(
     model: nn.Module, path: str | os.PathLike | None, what: str, source: str, option: str, device: str | torch.device
 ) -> nn.Module:
     """``model`` with every weight from the state-dict file at ``path``, frozen, in eval mode, on ``device``.
-    MissingWeightsError when the file is absent; ValueError when its keys or shapes do not match."""
+    MissingWeightsError when the file is absent; ValueError when it is no PyTorch weights file (or holds more
+    than tensors) or its keys or shapes do not match."""
     with local_weights(path, what, source, option) as file:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{os.fspath(path)}: not a PyTorch weights file of {what} ({source}): "
+                             f"{_load_failure(e)}") from e  # fmt: skip
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{os.fspath(path)}: not the {what} state dict ({source}): {e}") from e
     return model.eval().requires_grad_(False).to(device)
+
+
+def _load_failure(error: Exception) -> str:
+    """What ``torch.load`` found wrong, in one line. Its own message leads with advice to load the file with
+    ``weights_only=False``, which runs whatever code the file holds: never for a file one was handed."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
+    return line.split(". ")[0].rstrip(".") or f"{type(error).__name__} (an empty or cut-short file)"

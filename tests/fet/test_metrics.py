@@ -192,6 +192,17 @@ def test_fid_network_loads_a_saved_state_dict_and_names_a_missing_file(tmp_path)
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not the FID Inception state dict"):
         load_fid_inception(tmp_path / "other.pth")
+    # a file that is no weights at all, or a pickle of more than tensors: named, and never the advice of
+    # torch's own message to load it with weights_only=False
+    (tmp_path / "notes.pth").write_text("these are notes, not weights")
+    torch.save({"code": FIDInception}, tmp_path / "pickled.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    reasons = {"notes.pth": "", "pickled.pth": "Unsupported global: GLOBAL fet.metrics.inception",
+               "empty.pth": "EOFError (an empty or cut-short file)"}  # fmt: skip
+    for name, reason in reasons.items():
+        with pytest.raises(ValueError, match=f"{tmp_path / name}: not a PyTorch weights file of FID Inception") as e:
+            load_fid_inception(tmp_path / name)
+        assert reason in str(e.value) and "weights_only" not in str(e.value), str(e.value)
 
 
 # -- SyncNet --------------------------------------------------------------------------------------------

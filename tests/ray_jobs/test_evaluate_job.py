@@ -103,7 +103,7 @@ def test_a_clip_that_fails_is_reported_and_an_evaluation_run_again_reuses_what_w
     notes and the other is measured. Run again into the same `out` (as after a stopped run), the measured
     clip's kept record is used, not generated again, and the failed one is tried again (what else keeps or
     drops the records: tests/fet/test_evaluation.py). When every clip fails, the job does, with the first
-    clip's error."""
+    clip's error; so it does when the actors cannot start (metric weights that are no weights file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -140,6 +140,15 @@ def test_a_clip_that_fails_is_reported_and_an_evaluation_run_again_reuses_what_w
     again = evaluate.main(args)
     assert again["clips"] == 1 and again["reused"] == 1 and list(again["failed"]) == [bad]
     assert again["metrics"] == first["metrics"] and sorted((tmp_path / "eval" / "clips").glob("*.npz")) == kept
+    # metric weights that are no weights file: each clip says why the actor could not start, in one line
+    (tmp_path / "notes.pth").write_text("these are notes, not weights")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        evaluate.main([*args, f"out={tmp_path / 'eval3'}", f"weights.fid_weights={tmp_path / 'notes.pth'}"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "error: evaluation: every clip failed (2); the first, " in err, err[-2000:]
+    assert (f"the evaluation actor could not start: ValueError: {tmp_path / 'notes.pth'}: not a PyTorch weights "
+            "file of FID Inception") in err and "Traceback" not in err, err[-2000:]  # fmt: skip
     cut_audio(shards, 2)
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
