@@ -208,11 +208,18 @@ class ClipEvaluator:
         gt = landmark_audio_sync(real_lms, audio, SAMPLE_RATE, fps)
         rec["gt_sync_corr"] = gt.correlation
         rec["gt_sync_offset"] = gt.offset if np.isfinite(gt.correlation) else float("nan")
-        points = _fill_gaps(self.pipe.detector.detect_video(big_gen, fps))
+        found = self.pipe.detector.detect_video(big_gen, fps)
+        points = _fill_gaps(found)
         gen = landmark_audio_sync(points, audio, SAMPLE_RATE, fps) if points is not None else None
         measured = gen is not None and np.isfinite(gen.correlation)  # a still mouth has no lag to speak of
         rec["sync_corr"] = gen.correlation if measured else float("nan")
         rec["sync_offset"] = gen.offset if measured else float("nan")
+        if points is None:  # why the clip has no score, for the report's notes
+            share = sum(f is not None for f in found) / max(1, len(found))
+            rec["sync_missing"] = (f"MediaPipe found a face in {share:.0%} of its generated frames, and the score "
+                                   f"needs {MIN_FACE_SHARE:.0%}")  # fmt: skip
+        elif not measured:
+            rec["sync_missing"] = "its generated mouth does not move, or its audio is silent"
         return rec
 
     def _dlib(self, real_t: FaceTrack, gen_t: FaceTrack, edited: dict[str, np.ndarray]) -> dict[str, Any]:

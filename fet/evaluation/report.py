@@ -127,6 +127,8 @@ def build_report(records: list[dict[str, Any]], unavailable: dict[str, str], edi
     faces = _mean(records, "face_found")
     if math.isfinite(faces):
         notes.append(f"dlib found a face in {faces:.0%} of generated frames")
+    notes += [f"Sync r and Sync lag leave out clip {r['clip_id']}: {r['sync_missing']}"
+              for r in records if r.get("sync_missing")]  # fmt: skip
     table2 = []
     if "TL-ID" not in skipped:
         table2.append({"Edit": "none", "TL-ID": _mean(records, "tl_id"), "TG-ID": _mean(records, "tg_id")})

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fet.config import load_config
-from fet.data.shards import read_rows
+from fet.data.shards import read_rows, unpack
 from fet.evaluation.clip import ClipEvaluator, unavailable
 from fet.evaluation.config import EvalConfig, MetricWeights
 from fet.evaluation.records import decode, encode
@@ -55,9 +55,14 @@ def test_a_clip_is_generated_and_every_metric_measured(synthtalk_shards, bundle,
     kept = decode(encode(rec))  # as an evaluation run again finds it (fet.evaluation.records)
     assert kept.keys() == rec.keys() and kept["preview"] == rec["preview"] and kept["psnr"] == rec["psnr"]
     assert all(np.array_equal(kept[k], rec[k]) for k in ("gen_features", "real_features"))
-    # a second clip with different numbers, then the tables
-    other = dict(rec, clip_id="copy", psnr=rec["psnr"] + 2.0)
+    # a second clip with different numbers, and no face where the sync score looks (blank frames), then the tables
+    audio = unpack(row["audio"]).astype(np.float32)[: 15 * 640]
+    faceless = evaluator._sync(np.zeros((15, 192, 192, 3), np.uint8), unpack(row["landmarks"])[:15], audio, 25)
+    assert math.isnan(faceless["sync_corr"]) and math.isfinite(faceless["gt_sync_corr"])
+    other = dict(rec, clip_id="copy", psnr=rec["psnr"] + 2.0) | faceless
     report = build_report([rec, other], evaluator.skipped, cfg.edits)
+    assert ("Sync r and Sync lag leave out clip copy: MediaPipe found a face in 0% of its generated frames, and the "
+            "score needs 90%") in report.notes  # fmt: skip
     generated, real = report.table1
     assert generated["PSNR"] == pytest.approx(rec["psnr"] + 1.0)
     assert math.isfinite(generated["FID"]) and generated["FID"] >= 0
