@@ -111,10 +111,10 @@ def _records(cfg: EvalConfig, settings: dict[str, Any]) -> list[dict[str, Any]]:
             decode(r["record"]) | {"reused": r["reused"]} for r in rows]  # fmt: skip
 
 
-def run(cfg: EvalConfig) -> dict[str, Any]:
-    """Evaluate, write the tables to ``cfg.out`` and log the MLflow run → summary."""
+def run(cfg: EvalConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate, write the tables to ``cfg.out`` and log the MLflow run → summary. ``info``: the bundle's
+    ``bundle.json``, as ``check_bundle`` returned it before Ray started."""
     t0 = time.perf_counter()
-    info = check_bundle(cfg.bundle)
     skipped = unavailable(cfg.weights)
     for group, why in skipped.items():
         print(f"skipping {group}: {why}", flush=True)
@@ -178,14 +178,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for key in to_dict(cfg.weights):
             setattr(cfg.weights, key, for_workers(getattr(cfg.weights, key)))
         check_split(cfg.shards, "clips", cfg.split)  # no clip shards at all, or none in the split
-        check_bundle(cfg.bundle)
+        info = check_bundle(cfg.bundle)
         check_edits(cfg.bundle, cfg.edits)  # in the actors, an unknown edit ended the job in Ray's tracebacks
         tracking.check_reachable(cfg.mlflow.tracking_uri)
     except (ConfigError, ShardError, BundleError, ConnectionError, ValueError) as e:
         fail(e)
     init_ray(args.address)
     try:
-        summary = run(cfg)
+        summary = run(cfg, info)
     except (BundleError, ShardError, ValueError) as e:
         fail(e)
     print(storage.read_text(storage.join(cfg.out, "results.md")))
