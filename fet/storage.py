@@ -98,6 +98,46 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
         raise StorageError(f"{uri}: cannot read it ({e.strerror or e})") from e
 
 
+def read_range(uri: str | os.PathLike, start: int, length: int) -> bytes:
+    """``length`` bytes from ``start`` (fewer where the file ends first): a file's header without reading
+    its body, which for model weights on S3 can be gigabytes."""
+    uri = str(uri)
+    if length <= 0:
+        return b""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            body = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+            return body["Body"].read()
+        except Exception as e:
+            if getattr(e, "response", {}).get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # starts at or after its end
+            raise _s3_error(uri, e) from e
+    try:
+        with open(uri, "rb") as f:
+            f.seek(start)
+            return f.read(length)
+    except FileNotFoundError as e:
+        raise NotFoundError(f"{uri}: no such file") from e
+    except OSError as e:
+        raise StorageError(f"{uri}: cannot read it ({e.strerror or e})") from e
+
+
+def size(uri: str | os.PathLike) -> int:
+    """The file's or object's size in bytes; a missing one is a ``NotFoundError``."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except Exception as e:
+            raise _s3_error(uri, e) from e
+    try:
+        return Path(uri).stat().st_size
+    except FileNotFoundError as e:
+        raise NotFoundError(f"{uri}: no such file") from e
+
+
 def read_text(uri: str | os.PathLike) -> str:
     return read_bytes(uri).decode("utf-8")
 

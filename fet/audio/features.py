@@ -24,6 +24,7 @@ from torch import nn
 
 from fet import storage
 from fet.audio.load import SAMPLE_RATE
+from fet.weight_files import check_weights_file, load_failure_reason
 
 
 @dataclass
@@ -86,11 +87,43 @@ class MelEncoder(nn.Module):
         return mel.cpu(), times
 
 
+# the weights ``from_pretrained`` loads, in the order it looks for them
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def check_audio_weights(cfg: AudioEncoderConfig) -> None:
-    """FileNotFoundError unless the weights ``cfg`` names are there (one small read: a check before many
-    workers each load them)."""
-    if cfg.kind == "wav2vec2" and not storage.exists(storage.join(cfg.path, "config.json")):
+    """FileNotFoundError or ValueError unless ``cfg`` names a whole saved Wav2Vec2Model: a config.json of a
+    wav2vec2 model beside weights that are not cut short (``check_weights_file``). A few small reads, by a
+    job's driver before many workers each load the model and each fail with a traceback."""
+    if cfg.kind != "wav2vec2":
+        return
+    where = f"{cfg.path}: expected a saved Wav2Vec2Model directory (config.json and model.safetensors)"
+    config = storage.join(cfg.path, "config.json")
+    if not storage.exists(config):
         raise FileNotFoundError(f"{cfg.path}: no config.json; expected a saved Wav2Vec2Model directory")
+    try:
+        model_type = json.loads(storage.read_text(config)).get("model_type")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{config}: not a JSON model config ({e}); {where}") from e
+    if model_type != "wav2vec2":
+        raise ValueError(f"{config}: model_type {model_type!r}, not 'wav2vec2'; {where}")
+    name = next((n for n in WEIGHT_FILES if storage.exists(storage.join(cfg.path, n))), None)
+    if name is None:
+        raise FileNotFoundError(f"{cfg.path}: config.json without weights (none of {', '.join(WEIGHT_FILES)})")
+    files = [name]
+    if name.endswith(".index.json"):  # weights in shards, each named in the index
+        index = storage.join(cfg.path, name)
+        try:
+            files = sorted(set(json.loads(storage.read_text(index))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{index}: not an index of weight shards (a JSON weight_map): {e}") from e
+    for file in files:
+        check_weights_file(storage.join(cfg.path, file))
 
 
 class Wav2Vec2Encoder(nn.Module):
@@ -103,7 +136,10 @@ class Wav2Vec2Encoder(nn.Module):
         with storage.local_copy(path, tree=True) as local:
             if not (local / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: no config.json; expected a saved Wav2Vec2Model directory")
-            self.model = Wav2Vec2Model.from_pretrained(str(local)).eval()
+            try:
+                self.model = Wav2Vec2Model.from_pretrained(str(local)).eval()
+            except Exception as e:  # transformers', safetensors' and torch's errors alike, with the path and why
+                raise ValueError(f"{path}: the saved Wav2Vec2Model does not load: {load_failure_reason(e)}") from e
             prep = local / "preprocessor_config.json"
             self.normalize = json.loads(prep.read_text()).get("do_normalize", True) if prep.is_file() else True
         self.layer, self.chunk, self.context = layer, chunk_seconds, context_seconds

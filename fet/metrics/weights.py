@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fet import storage
+from fet.weight_files import load_failure_reason
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -44,19 +45,9 @@ def load_state_dict_file(
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"{os.fspath(path)}: not a PyTorch weights file of {what} ({source}): "
-                             f"{_load_failure(e)}") from e  # fmt: skip
+                             f"{load_failure_reason(e)}") from e  # fmt: skip
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{os.fspath(path)}: not the {what} state dict ({source}): {e}") from e
     return model.eval().requires_grad_(False).to(device)
-
-
-def _load_failure(error: Exception) -> str:
-    """What ``torch.load`` found wrong, in one line. Its own message leads with advice to load the file with
-    ``weights_only=False``, which runs whatever code the file holds: never for a file one was handed."""
-    text = str(error)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
-    return line.split(". ")[0].rstrip(".") or f"{type(error).__name__} (an empty or cut-short file)"

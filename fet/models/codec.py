@@ -13,6 +13,7 @@ from torch import nn
 
 from fet import storage
 from fet.models.presets import ImageModelConfig
+from fet.weight_files import load_failure_reason
 
 
 class IdentityCodec(nn.Module):
@@ -48,7 +49,11 @@ class AutoencoderKLCodec(nn.Module):
                     f"codec_path {path!r}: expected a diffusers AutoencoderKL directory with config.json and "
                     "diffusion_pytorch_model.safetensors"
                 )
-            vae = AutoencoderKL.from_pretrained(str(local), torch_dtype=dtype, use_safetensors=True)
+            try:
+                vae = AutoencoderKL.from_pretrained(str(local), torch_dtype=dtype, use_safetensors=True)
+            except Exception as e:  # diffusers', safetensors' and torch's errors alike, with the path and why
+                why = load_failure_reason(e)
+                raise ValueError(f"codec_path {path!r}: the AutoencoderKL does not load: {why}") from e
         return cls(vae, scale)
 
     @torch.no_grad()

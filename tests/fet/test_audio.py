@@ -1,5 +1,6 @@
 import io
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -171,3 +172,52 @@ def test_wav2vec2_encoder_from_a_saved_model_and_from_s3(tmp_path, s3_bucket, mo
     assert corr > 0.95, corr
     with pytest.raises(ValueError, match="needs path="):
         AudioEncoder(AudioEncoderConfig(kind="wav2vec2"))
+
+
+def test_a_wav2vec2_folder_is_checked_whole_before_workers_load_it(tmp_path, s3_bucket):
+    """``check_audio_weights`` (a job's driver, before its workers start) reads config.json and the weights'
+    headers only: a folder with weights cut short, with none, with a shard missing or of another model is
+    refused naming the file; the encoder itself says in one line why a folder does not load."""
+    import shutil
+
+    from transformers import HubertConfig, Wav2Vec2Config, Wav2Vec2Model
+
+    from fet import storage
+    from fet.audio.features import check_audio_weights
+
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)  # fmt: skip
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(Wav2Vec2Config(**small))
+    model.save_pretrained(tmp_path / "whole")
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="60KB")
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    storage.upload_dir(tmp_path / "whole", f"{s3_bucket}/whole")
+    for path in (tmp_path / "whole", tmp_path / "sharded", f"{s3_bucket}/whole"):
+        check_audio_weights(AudioEncoderConfig(kind="wav2vec2", path=str(path)))  # whole: no error
+
+    weights = (tmp_path / "whole" / "model.safetensors").read_bytes()
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    (tmp_path / "cut" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    storage.write_bytes(f"{s3_bucket}/cut/config.json", (tmp_path / "whole" / "config.json").read_bytes())
+    storage.write_bytes(f"{s3_bucket}/cut/model.safetensors", weights[: len(weights) // 2])
+    shutil.copytree(tmp_path / "sharded", tmp_path / "shard_lost")
+    lost = sorted((tmp_path / "shard_lost").glob("model-*.safetensors"))[-1]
+    lost.unlink()
+    (tmp_path / "config_only").mkdir()
+    shutil.copy(tmp_path / "whole" / "config.json", tmp_path / "config_only")
+    HubertConfig(**small).save_pretrained(tmp_path / "hubert")
+    shutil.copy(tmp_path / "whole" / "model.safetensors", tmp_path / "hubert")
+    cases = {
+        tmp_path / "cut": (ValueError, f"{tmp_path / 'cut' / 'model.safetensors'}: cut short: {len(weights) // 2} of"),
+        f"{s3_bucket}/cut": (ValueError, f"{s3_bucket}/cut/model.safetensors: cut short"),
+        tmp_path / "shard_lost": (storage.NotFoundError, f"{lost}: no such file"),
+        tmp_path / "config_only": (FileNotFoundError, "config_only: config.json without weights (none of model.safetensors"),
+        tmp_path / "hubert": (ValueError, "config.json: model_type 'hubert', not 'wav2vec2'"),
+        tmp_path / "nothing": (FileNotFoundError, "nothing: no config.json; expected a saved Wav2Vec2Model directory"),
+    }  # fmt: skip
+    for path, (error, message) in cases.items():
+        with pytest.raises(error, match=re.escape(message)):
+            check_audio_weights(AudioEncoderConfig(kind="wav2vec2", path=str(path)))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'cut'}: the saved Wav2Vec2Model does not load: ")):
+        AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "cut")))

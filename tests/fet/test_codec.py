@@ -54,6 +54,10 @@ def test_codec_errors(tmp_path):
     save_tiny_vae(tmp_path / "vae8", latent_channels=8)
     with pytest.raises(ValueError, match="has 8 latent channels.*expects latent_channels=4"):
         build_codec(latent_config(tmp_path / "vae8"))
+    weights = tmp_path / "vae8" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-500])  # an interrupted copy: one line with the path and why
+    with pytest.raises(ValueError, match=r"vae8'?: the AutoencoderKL does not load: .*incomplete metadata"):
+        build_codec(latent_config(tmp_path / "vae8"))
 
 
 def test_autoencoder_kl_codec_loads_from_s3_and_keeps_no_copy(tmp_path, s3_bucket, monkeypatch):

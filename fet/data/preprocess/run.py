@@ -71,7 +71,7 @@ def check_models(cfg: PreprocessConfig) -> None:
     if any(source.is_clips for source in cfg.sources):
         try:
             check_audio_weights(cfg.audio_encoder)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise ConfigError(f"audio.path: {e}") from e
 
 
