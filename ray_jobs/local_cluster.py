@@ -73,6 +73,20 @@ class LocalHead:
                 p.kill()
             except psutil.NoSuchProcess:  # it exited between the wait and the kill
                 continue
+        # gone (or a zombie its parent has yet to reap) when this returns: on a busy machine a killed process
+        # can run on for a moment before it dies
+        deadline = time.time() + 10
+        while any(_running(p) for p in alive) and time.time() < deadline:
+            time.sleep(0.1)
+
+
+def _running(p) -> bool:
+    import psutil
+
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def start_head(num_cpus: int = 2, temp: Path | None = None) -> LocalHead:
