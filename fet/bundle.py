@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from fet import storage
-from fet.audio.features import AudioEncoder, AudioEncoderConfig
+from fet.audio.features import AudioEncoder, AudioEncoderConfig, check_audio_weights
 from fet.checkpoint import CheckpointError, load_weights, read_component_config, save_component
 from fet.config import from_dict
 from fet.device import resolve_device
@@ -37,11 +37,12 @@ from fet.landmarks.face_mesh import check_face_landmarker, face_landmarker_bytes
 from fet.lineage import LineageError, check_lineage
 from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from fet.models.audio2pose import Audio2Pose, Audio2PoseConfig
-from fet.models.codec import build_codec
+from fet.models.codec import AutoencoderKLCodec, build_codec
 from fet.models.pose_guider import PoseGuiderConfig
 from fet.models.presets import ImageModelConfig
 from fet.models.semantic_encoder import SemanticEncoder
 from fet.models.talker import TalkerDenoiser
+from fet.weight_files import check_weights_file
 
 BUNDLE_FORMAT = 1
 WEIGHT_COMPONENTS = ("semantic_encoder", "denoiser", "pose_guider", "attribute_classifier", "audio2mesh", "audio2pose")
@@ -172,6 +173,15 @@ def export_bundle(
         trees["audio_encoder"] = _tree_files(audio.path, f"the wav2vec2 model named in {audio_dir}/audio_encoder.json")
     if image_cfg.get("codec") != "identity":
         trees["codec"] = _tree_files(image_cfg["codec_path"], f"the codec named in {talker_dir}/denoiser.json")
+    try:  # whole: a weights file cut short is not copied into a bundle that then fails in every replica
+        for path in (p for p in files.values() if p.endswith(".safetensors")):
+            check_weights_file(path)
+        if audio.kind == "wav2vec2":
+            check_audio_weights(audio)
+        if "codec" in trees:
+            AutoencoderKLCodec.check_weights(image_cfg["codec_path"])
+    except (OSError, ValueError) as e:
+        raise BundleError(str(e)) from e
     # everything is checked above; from here the old bundle is replaced
     storage.delete(storage.join(out, "bundle.json"))  # written last: until then no loader takes a half-replaced bundle
     for name, path in files.items():
@@ -230,6 +240,15 @@ def check_bundle(uri: str) -> dict:
     ] + [f for f in FILES if not storage.exists(storage.join(uri, f))]
     if missing:
         raise BundleError(f"bundle {uri}: missing component file(s) {', '.join(missing)}")
+    try:  # whole, not cut short by a copy or an upload: a few small reads here, not a traceback in every replica
+        for n in WEIGHT_COMPONENTS:
+            check_weights_file(storage.join(uri, f"{n}.safetensors"))
+        if (info.get("audio_encoder") or {}).get("kind") == "wav2vec2":
+            check_audio_weights(AudioEncoderConfig(kind="wav2vec2", path=storage.join(uri, "audio_encoder")))
+        if ((info.get("components") or {}).get("denoiser") or {}).get("codec", "identity") != "identity":
+            AutoencoderKLCodec.check_weights(storage.join(uri, "codec"))
+    except (OSError, ValueError) as e:
+        raise BundleError(f"bundle {uri}: {e}") from e
     return info
 
 

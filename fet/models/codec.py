@@ -13,7 +13,9 @@ from torch import nn
 
 from fet import storage
 from fet.models.presets import ImageModelConfig
-from fet.weight_files import load_failure_reason
+from fet.weight_files import check_weights_file, load_failure_reason
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"  # the file AutoencoderKL.from_pretrained loads
 
 
 class IdentityCodec(nn.Module):
@@ -38,6 +40,14 @@ class AutoencoderKLCodec(nn.Module):
         self.scale = scale
         self.latent_channels = int(vae.config.latent_channels)
         self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @staticmethod
+    def check_weights(path: str) -> None:
+        """FileNotFoundError or ValueError unless ``path`` holds a config.json and whole weights (a few small
+        reads: ``check_weights_file``), as a bundle's check makes before its replicas each load the codec."""
+        if not storage.exists(storage.join(path, "config.json")):
+            raise FileNotFoundError(f"codec {path}: no config.json; expected a diffusers AutoencoderKL directory")
+        check_weights_file(storage.join(path, WEIGHTS))
 
     @classmethod
     def from_pretrained(cls, path: str, scale: float, dtype: torch.dtype = torch.float32) -> AutoencoderKLCodec:

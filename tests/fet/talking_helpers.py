@@ -26,14 +26,16 @@ GUIDER = PoseGuiderConfig(stem_channels=(8, 16), attention_head_dim=16, num_grou
 
 
 def build_bundle(out: Path, autoencoder: DiffusionAutoencoder | None = None, audio: AudioEncoderConfig | None = None,
-                 pipeline: dict | None = None, metrics: dict | None = None, direction: str = "classifier") -> str:  # fmt: skip
+                 pipeline: dict | None = None, metrics: dict | None = None, direction: str = "classifier",
+                 guider: PoseGuiderConfig = GUIDER) -> str:  # fmt: skip
     """Random (or given) tiny components → the four stage directories → ``export_bundle`` (with ``metrics``,
     stage → training metrics, as the export job reads them from each stage's ``training_run.json``).
-    ``direction="label_model"`` fits the classifier's label model to random labels and edits with it."""
+    ``direction="label_model"`` fits the classifier's label model to random labels and edits with it;
+    ``guider``: a pose guider that downsamples to the latents of an autoencoder with a codec."""
     torch.manual_seed(0)
     ae = autoencoder or DiffusionAutoencoder(tiny_config())
     ae.save(str(out / "stage1"))
-    save_talker(str(out / "stage3"), TalkerDenoiser.from_stage1(ae.denoiser, GUIDER))
+    save_talker(str(out / "stage3"), TalkerDenoiser.from_stage1(ae.denoiser, guider))
     clf = AttributeClassifier(ae.cfg.z_dim, label_model=direction == "label_model")
     z = torch.randn(64, ae.cfg.z_dim)
     clf.fit_normalizer(z)

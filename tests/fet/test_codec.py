@@ -58,6 +58,10 @@ def test_codec_errors(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-500])  # an interrupted copy: one line with the path and why
     with pytest.raises(ValueError, match=r"vae8'?: the AutoencoderKL does not load: .*incomplete metadata"):
         build_codec(latent_config(tmp_path / "vae8"))
+    with pytest.raises(ValueError, match=rf"{weights}: cut short: "):  # what a bundle's check reads, before loading
+        AutoencoderKLCodec.check_weights(str(tmp_path / "vae8"))
+    with pytest.raises(FileNotFoundError, match="nothing: no config.json; expected a diffusers AutoencoderKL"):
+        AutoencoderKLCodec.check_weights(str(tmp_path / "nothing"))
 
 
 def test_autoencoder_kl_codec_loads_from_s3_and_keeps_no_copy(tmp_path, s3_bucket, monkeypatch):
@@ -73,3 +77,33 @@ def test_autoencoder_kl_codec_loads_from_s3_and_keeps_no_copy(tmp_path, s3_bucke
     assert not list(tmp_path.rglob("fet-s3-*/**/diffusion_pytorch_model.safetensors"))  # gone once loaded
     with pytest.raises(storage.StorageError, match="no objects under this prefix"):
         build_codec(latent_config(f"{s3_bucket}/no-vae"))
+
+
+def test_a_bundle_with_a_codec_and_wav2vec2_is_checked_whole_before_it_loads(tmp_path):
+    """The paper's bundle: SD-VAE latents and wav2vec2 features, each a folder of weights copied into the
+    bundle. Whole, it passes ``check_bundle`` and loads; either folder cut short is named by the check."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from fet.audio.features import AudioEncoderConfig
+    from fet.bundle import BundleError, check_bundle, load_bundle
+    from fet.models.pose_guider import PoseGuiderConfig
+    from tests.fet.talking_helpers import build_bundle
+
+    save_tiny_vae(tmp_path / "vae")
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                 conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+                  ).save_pretrained(tmp_path / "w2v")  # fmt: skip
+    ae = DiffusionAutoencoder(latent_config(tmp_path / "vae"))
+    guider = PoseGuiderConfig(stem_channels=(4, 8, 8, 16), attention_head_dim=16, num_groups=4)  # 8x down
+    bundle = build_bundle(tmp_path, ae, AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "w2v"), stack=2),
+                          guider=guider)  # fmt: skip
+    check_bundle(bundle)
+    loaded = load_bundle(bundle)
+    assert isinstance(loaded.codec, AutoencoderKLCodec) and loaded.audio_encoder.dim == 32
+    for folder, name in (("codec", "diffusion_pytorch_model.safetensors"), ("audio_encoder", "model.safetensors")):
+        weights = tmp_path / "bundle" / folder / name
+        whole = weights.read_bytes()
+        weights.write_bytes(whole[:-100])
+        with pytest.raises(BundleError, match=f"bundle {bundle}: {weights}: cut short: "):
+            check_bundle(bundle)
+        weights.write_bytes(whole)

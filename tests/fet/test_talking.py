@@ -384,6 +384,9 @@ def test_export_refuses_components_trained_on_another_stage1_and_keeps_the_bundl
     wav2vec2 = tmp_path / "audio_w2v"
     shutil.copytree(tmp_path / "audio", wav2vec2)
     (wav2vec2 / "audio_encoder.json").write_text(json.dumps({"kind": "wav2vec2", "path": str(tmp_path / "no_w2v")}))
+    cut = tmp_path / "stage3_cut"  # an interrupted copy of the stage-3 run
+    shutil.copytree(tmp_path / "stage3", cut)
+    (cut / "denoiser.safetensors").write_bytes((tmp_path / "stage3" / "denoiser.safetensors").read_bytes()[:-64])
     zipped = tmp_path / "other.zip"
     with zipfile.ZipFile(zipped, "w") as z:
         z.writestr("face_detector.tflite", b"")
@@ -392,6 +395,7 @@ def test_export_refuses_components_trained_on_another_stage1_and_keeps_the_bundl
         "another zip": ({"face_landmarker": str(zipped)}, r"other.zip: a zip without \['face_landmarks_detector.tflite'"),
         "no such landmarker": ({"face_landmarker": str(tmp_path / "none.task")}, "none.task: no such file"),
         "wav2vec2 weights missing": ({"audio_dir": str(wav2vec2)}, rf"{tmp_path / 'no_w2v'}: no files; expected the wav2vec2 model named in"),
+        "denoiser weights cut short": ({"talker_dir": str(cut)}, rf"{cut / 'denoiser.safetensors'}: cut short: "),
     }  # fmt: skip
     for case, (args, message) in refused.items():
         with pytest.raises(BundleError, match=message):

@@ -4,6 +4,7 @@ bundle that is not there, or not whole, is named with what it lacks when the app
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -32,4 +33,11 @@ def test_a_bundle_that_is_missing_or_not_whole_is_named_with_what_it_lacks(tmp_p
     with pytest.raises(
         BundleError, match=r"missing component file\(s\) pose_guider.safetensors, attribute_library.json"
     ):
+        build_app({"bundle": str(partial)})
+    whole = build_bundle(tmp_path)  # a bundle whose upload or copy stopped part-way through a weights file
+    weights = (Path(whole) / "denoiser.safetensors").read_bytes()
+    (partial / "attribute_library.json").write_bytes((Path(whole) / "attribute_library.json").read_bytes())
+    (partial / "pose_guider.safetensors").write_bytes((Path(whole) / "pose_guider.safetensors").read_bytes())
+    (partial / "denoiser.safetensors").write_bytes(weights[: len(weights) // 3])
+    with pytest.raises(BundleError, match=rf"bundle {partial}: {partial / 'denoiser.safetensors'}: cut short: "):
         build_app({"bundle": str(partial)})
