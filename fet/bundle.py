@@ -173,15 +173,10 @@ def export_bundle(
         trees["audio_encoder"] = _tree_files(audio.path, f"the wav2vec2 model named in {audio_dir}/audio_encoder.json")
     if image_cfg.get("codec") != "identity":
         trees["codec"] = _tree_files(image_cfg["codec_path"], f"the codec named in {talker_dir}/denoiser.json")
-    try:  # whole: a weights file cut short is not copied into a bundle that then fails in every replica
-        for path in (p for p in files.values() if p.endswith(".safetensors")):
-            check_weights_file(path)
-        if audio.kind == "wav2vec2":
-            check_audio_weights(audio)
-        if "codec" in trees:
-            AutoencoderKLCodec.check_weights(image_cfg["codec_path"])
-    except (OSError, ValueError) as e:
-        raise BundleError(str(e)) from e
+    # whole: a weights file cut short is not copied into a bundle that then fails in every replica
+    weights = [p for p in files.values() if p.endswith(".safetensors")]
+    wav2vec2 = audio.path if audio.kind == "wav2vec2" else None
+    _check_whole(weights, wav2vec2, image_cfg["codec_path"] if "codec" in trees else None)
     # everything is checked above; from here the old bundle is replaced
     storage.delete(storage.join(out, "bundle.json"))  # written last: until then no loader takes a half-replaced bundle
     for name, path in files.items():
@@ -240,16 +235,29 @@ def check_bundle(uri: str) -> dict:
     ] + [f for f in FILES if not storage.exists(storage.join(uri, f))]
     if missing:
         raise BundleError(f"bundle {uri}: missing component file(s) {', '.join(missing)}")
+    weights = [storage.join(uri, f"{n}.safetensors") for n in WEIGHT_COMPONENTS]
+    wav2vec2 = (info.get("audio_encoder") or {}).get("kind") == "wav2vec2"
+    codec = ((info.get("components") or {}).get("denoiser") or {}).get("codec", "identity") != "identity"
     try:  # whole, not cut short by a copy or an upload: a few small reads here, not a traceback in every replica
-        for n in WEIGHT_COMPONENTS:
-            check_weights_file(storage.join(uri, f"{n}.safetensors"))
-        if (info.get("audio_encoder") or {}).get("kind") == "wav2vec2":
-            check_audio_weights(AudioEncoderConfig(kind="wav2vec2", path=storage.join(uri, "audio_encoder")))
-        if ((info.get("components") or {}).get("denoiser") or {}).get("codec", "identity") != "identity":
-            AutoencoderKLCodec.check_weights(storage.join(uri, "codec"))
-    except (OSError, ValueError) as e:
+        _check_whole(weights, storage.join(uri, "audio_encoder") if wav2vec2 else None,
+                     storage.join(uri, "codec") if codec else None)  # fmt: skip
+    except BundleError as e:
         raise BundleError(f"bundle {uri}: {e}") from e
     return info
+
+
+def _check_whole(weights: list[str], wav2vec2: str | None, codec: str | None) -> None:
+    """BundleError naming the first of these that is not whole: component weights files, a saved
+    Wav2Vec2Model folder, an AutoencoderKL folder (``fet.weight_files``: a few small reads each)."""
+    try:
+        for path in weights:
+            check_weights_file(path)
+        if wav2vec2 is not None:
+            check_audio_weights(AudioEncoderConfig(kind="wav2vec2", path=wav2vec2))
+        if codec is not None:
+            AutoencoderKLCodec.check_weights(codec)
+    except (OSError, ValueError) as e:
+        raise BundleError(str(e)) from e
 
 
 def held_out_aurocs(info: dict) -> dict[str, float]:
