@@ -115,3 +115,19 @@ def trained_tiny():
     images = smooth_images(4)
     losses = overfit(model, images, steps=250)
     return model.eval(), images, losses
+
+
+def tiny_wav2vec2_config(hidden: int = 32) -> dict:
+    """Keyword arguments of a tiny ``Wav2Vec2Config`` (or ``HubertConfig``): ``hidden``-d features, 2 layers."""
+    return dict(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden,
+                conv_dim=(hidden // 2,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)  # fmt: skip
+
+
+def save_tiny_wav2vec2(path, hidden: int = 32):
+    """A tiny random ``Wav2Vec2Model`` (seed 0) saved with ``save_pretrained`` at ``path``; returns it."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(Wav2Vec2Config(**tiny_wav2vec2_config(hidden)))
+    model.save_pretrained(path)
+    return model

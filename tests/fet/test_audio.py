@@ -13,7 +13,7 @@ import torch
 from fet.audio.features import AudioEncoder, AudioEncoderConfig, interpolate_to_frames
 from fet.audio.load import AudioError, align_start, check_speech, load_audio, num_frames
 from tests.conftest import media
-from tests.fet.helpers import shifted
+from tests.fet.helpers import save_tiny_wav2vec2, shifted, tiny_wav2vec2_config
 from tests.fet.talking_helpers import speech
 
 
@@ -150,14 +150,9 @@ def test_mel_encoder_shapes_and_speech_sensitivity():
 
 def test_wav2vec2_encoder_from_a_saved_model_and_from_s3(tmp_path, s3_bucket, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # S3 copies land here, to look for after
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
     from fet import storage
 
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)  # fmt: skip
-    torch.manual_seed(0)
-    Wav2Vec2Model(cfg).save_pretrained(tmp_path / "w2v")
+    save_tiny_wav2vec2(tmp_path / "w2v")
     audio = speech(5.0)
     local = AudioEncoder(AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "w2v"), stack=2, chunk_seconds=2.0))
     f = local(audio, 125)
@@ -180,16 +175,12 @@ def test_a_wav2vec2_folder_is_checked_whole_before_workers_load_it(tmp_path, s3_
     refused naming the file; the encoder itself says in one line why a folder does not load."""
     import shutil
 
-    from transformers import HubertConfig, Wav2Vec2Config, Wav2Vec2Model
+    from transformers import HubertConfig
 
     from fet import storage
     from fet.audio.features import check_audio_weights
 
-    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)  # fmt: skip
-    torch.manual_seed(0)
-    model = Wav2Vec2Model(Wav2Vec2Config(**small))
-    model.save_pretrained(tmp_path / "whole")
+    model = save_tiny_wav2vec2(tmp_path / "whole")
     model.save_pretrained(tmp_path / "sharded", max_shard_size="60KB")
     assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
     storage.upload_dir(tmp_path / "whole", f"{s3_bucket}/whole")
@@ -206,7 +197,7 @@ def test_a_wav2vec2_folder_is_checked_whole_before_workers_load_it(tmp_path, s3_
     lost.unlink()
     (tmp_path / "config_only").mkdir()
     shutil.copy(tmp_path / "whole" / "config.json", tmp_path / "config_only")
-    HubertConfig(**small).save_pretrained(tmp_path / "hubert")
+    HubertConfig(**tiny_wav2vec2_config()).save_pretrained(tmp_path / "hubert")
     shutil.copy(tmp_path / "whole" / "model.safetensors", tmp_path / "hubert")
     cases = {
         tmp_path / "cut": (ValueError, f"{tmp_path / 'cut' / 'model.safetensors'}: cut short: {len(weights) // 2} of"),

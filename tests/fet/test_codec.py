@@ -82,17 +82,14 @@ def test_autoencoder_kl_codec_loads_from_s3_and_keeps_no_copy(tmp_path, s3_bucke
 def test_a_bundle_with_a_codec_and_wav2vec2_is_checked_whole_before_it_loads(tmp_path):
     """The paper's bundle: SD-VAE latents and wav2vec2 features, each a folder of weights copied into the
     bundle. Whole, it passes ``check_bundle`` and loads; either folder cut short is named by the check."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
     from fet.audio.features import AudioEncoderConfig
     from fet.bundle import BundleError, check_bundle, load_bundle
     from fet.models.pose_guider import PoseGuiderConfig
+    from tests.fet.helpers import save_tiny_wav2vec2
     from tests.fet.talking_helpers import build_bundle
 
     save_tiny_vae(tmp_path / "vae")
-    Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
-                  ).save_pretrained(tmp_path / "w2v")  # fmt: skip
+    save_tiny_wav2vec2(tmp_path / "w2v", hidden=16)
     ae = DiffusionAutoencoder(latent_config(tmp_path / "vae"))
     guider = PoseGuiderConfig(stem_channels=(4, 8, 8, 16), attention_head_dim=16, num_groups=4)  # 8x down
     bundle = build_bundle(tmp_path, ae, AudioEncoderConfig(kind="wav2vec2", path=str(tmp_path / "w2v"), stack=2),

@@ -146,11 +146,9 @@ def test_job_entry_point_reports_config_errors_without_a_traceback(tmp_path):
         assert out.returncode == 2 and f"error: {message}" in out.stderr, (override, out.stderr[-2000:])
         assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
         assert not (tmp_path / "shards").exists()
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    from tests.fet.helpers import save_tiny_wav2vec2
 
-    Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
-                  ).save_pretrained(tmp_path / "w2v")  # fmt: skip
+    save_tiny_wav2vec2(tmp_path / "w2v", hidden=16)
     weights = tmp_path / "w2v" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])  # an interrupted copy
     checked = {  # what the job checks before Ray starts, and run_serial before any work

@@ -215,17 +215,12 @@ def test_wav2vec2_features_in_their_own_actors(local_ray, tmp_path, monkeypatch)
     """``ray.audio_workers`` moves audio features to separate actors (GPU ones on a cluster); the rows
     carry wav2vec2 features equal to the encoder's own output on the stored audio. The job's paths are
     relative to its directory, which is not the one Ray's workers run in (the one Ray was started in)."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
     from fet.audio.features import AudioEncoder, AudioEncoderConfig
     from fet.data.synthtalk.__main__ import generate
     from ray_jobs.preprocess import main
+    from tests.fet.helpers import save_tiny_wav2vec2
 
-    w2v = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)  # fmt: skip
-    torch.manual_seed(0)
-    Wav2Vec2Model(w2v).save_pretrained(tmp_path / "w2v")
+    save_tiny_wav2vec2(tmp_path / "w2v")
     generate(tmp_path / "st", images=0, clips=2, size=64, seconds=2.0, workers=1, progress=False)
     monkeypatch.chdir(tmp_path)
     stats = main(["out=shards", "size=64", "ray.num_workers=1", "ray.audio_workers=1",
