@@ -81,12 +81,21 @@ def job_code(dest: Path) -> Path:
     return dest
 
 
-def submit(head, code: Path, *entrypoint: str, attempts: int = 30) -> None:
+# What `ray job submit` prints when its job could not fetch the working directory's package from the head.
+# The client skips the upload of a package the head already has; when the last job holding that package
+# ends between that check and the new job's start, the head deletes it and the new job finds nothing.
+# The job never started, and submitting it again uploads the package again.
+PACKAGE_LOST = "Failed to download runtime_env file package"
+
+
+def submit(head, code: Path, *entrypoint: str, attempts: int = 30, package_attempts: int = 3) -> None:
     """``ray job submit`` of ``python *entrypoint`` with the working directory ``code`` (``job_code``);
-    raises with the job's log tail when it fails. A head that has just started may not have its job agent
-    yet: that refusal is retried."""
+    raises with the job's log tail when it fails. Submitted again: a refusal from a head that has just started
+    and has no job agent yet, and, up to ``package_attempts`` submissions in all, a job that found its code
+    package gone (``PACKAGE_LOST``)."""
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={head.address}", f"--working-dir={code}", "--",
            "python", *entrypoint]  # fmt: skip
+    lost = 0
     for _ in range(attempts):
         proc = subprocess.Popen(cmd, env=head.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)  # fmt: skip
@@ -101,8 +110,15 @@ def submit(head, code: Path, *entrypoint: str, attempts: int = 30) -> None:
                 shown = text
         if proc.wait() == 0:
             return
-        if "No available agent" not in "".join(tail):
-            raise RuntimeError(f"job {' '.join(entrypoint)} failed:\n{''.join(tail)}")
+        log = "".join(tail)
+        if PACKAGE_LOST in log:
+            lost += 1
+            if lost >= package_attempts:
+                raise RuntimeError(f"job {' '.join(entrypoint)}: the head lost the package of its code ({code}) "
+                                   f"in each of {lost} submissions:\n{log}")  # fmt: skip
+            print("   the job did not start: the head no longer had its code package; submitting it again", flush=True)
+        elif "No available agent" not in log:
+            raise RuntimeError(f"job {' '.join(entrypoint)} failed:\n{log}")
         time.sleep(2)
     raise RuntimeError(f"the Ray head at {head.address} did not accept jobs")
 
