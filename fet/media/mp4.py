@@ -160,6 +160,8 @@ def encode_mp4(frames: np.ndarray, audio: np.ndarray | None, sample_rate: int, f
         return Path(path).read_bytes()
 
 
-def write_mp4(uri: str, frames: np.ndarray, audio: np.ndarray | None, sample_rate: int, fps: int = 25) -> None:
-    """Encode and write atomically to a local path or ``s3://`` URI."""
-    storage.write_bytes(uri, encode_mp4(frames, audio, sample_rate, fps))
+def write_mp4(
+    uri: str, frames: np.ndarray, audio: np.ndarray | None, sample_rate: int, fps: int = 25, crf: int = 18
+) -> None:
+    """Encode and write atomically to a local path or ``s3://`` URI (``crf`` 0: lossless)."""
+    storage.write_bytes(uri, encode_mp4(frames, audio, sample_rate, fps, crf))

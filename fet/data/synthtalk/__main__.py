@@ -35,11 +35,19 @@ def _write_image(i: int, out: Path, seed: int, size: int) -> tuple[str, np.ndarr
     return name, item.labels
 
 
+# x264 at CRF 18 does not always make the same choices for the same frames: with the CPUs busy (the world's
+# own pool, training beside it) 10-25% of the encodes of one clip gave a second, different video, so a seed
+# did not fix the frames that preprocessing and training read. A lossless video decodes to its frames
+# (in 4:2:0) whatever the encoder chose; it is about twice the size.
+LOSSLESS = 0
+
+
 def _write_clip(i: int, out: Path, seed: int, size: int, seconds: float) -> str:
     clip = make_clip(seed, i, size, seconds)
     name = f"clip{i:05d}"
     folder = out / "clips" / split_of_identity(seed, "clip", i)
-    write_mp4(str(folder / f"{name}.mp4"), clip.frames, clip.audio, CLIP_META["sample_rate"], CLIP_META["fps"])
+    write_mp4(str(folder / f"{name}.mp4"), clip.frames, clip.audio, CLIP_META["sample_rate"], CLIP_META["fps"],
+              crf=LOSSLESS)  # fmt: skip
     np.savez_compressed(folder / f"{name}.npz", landmarks=clip.landmarks, transform=clip.transform, pose=clip.pose,
                         visemes=clip.visemes, attributes=clip.labels, audio=clip.audio)  # fmt: skip
     return name
