@@ -36,7 +36,7 @@ def _write_image(i: int, out: Path, seed: int, size: int) -> tuple[str, np.ndarr
 
 
 # x264 at CRF 18 does not always make the same choices for the same frames: with the CPUs busy (the world's
-# own pool, training beside it) 10-25% of the encodes of one clip gave a second, different video, so a seed
+# own pool, training beside it) up to 1 in 5 encodes of one clip gave a second, different video, so a seed
 # did not fix the frames that preprocessing and training read. A lossless video decodes to its frames
 # (in 4:2:0) whatever the encoder chose; it is about twice the size.
 LOSSLESS = 0
