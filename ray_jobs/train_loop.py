@@ -148,14 +148,12 @@ def train_loop(config: dict[str, Any]) -> dict[str, str] | None:
     torch.manual_seed(job.seed)  # identical initial weights on every rank
     model: StageModel = task.build().to(device)
     batches = EpochBatches(task, _rows_source(job), job.batch_size, job.seed, rank, job.data.cache)
+    batches.prepare(model)
     if job.data.cache:
-        task.prepare(model, batches.load())
         batches.limit = _min_over_ranks(batches.batches_per_epoch())
         if batches.limit < 1:
             raise ValueError(f"{job.data.shards}: a worker holds fewer than batch_size={job.batch_size} "
                              f"training examples; use fewer workers or a smaller batch_size")  # fmt: skip
-    else:
-        task.prepare(model, [e for chunk in batches.rows(0) for e in task.examples(chunk)])
 
     ema = EMA(model.exported, job.optim.ema_decay)
     optimizer = torch.optim.AdamW(model.param_groups(job.optim.lr), weight_decay=job.optim.weight_decay)

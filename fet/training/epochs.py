@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fet.training.tasks.base import TrainingTask
+from fet.training.tasks.base import StageModel, TrainingTask
 
 RowSource = Callable[[int], Iterator[list[dict[str, Any]]]]
 
@@ -33,6 +33,16 @@ class EpochBatches:
         if self.examples is None:
             self.examples = [e for chunk in self.rows(0) for e in self.task.examples(chunk)]
         return self.examples
+
+    def prepare(self, model: StageModel) -> None:
+        """``task.prepare`` with this rank's examples, for a task that looks at them (``prepares``): the cached
+        ones, or one streamed pass held for the call (stage 2's: a code and labels per face). Any other task
+        reads nothing here: streamed from large shards, its first step waits for one batch, not for a pass
+        over every row decoded and held in memory."""
+        if not self.task.prepares:
+            return
+        examples = self.load() if self.cache else [e for chunk in self.rows(0) for e in self.task.examples(chunk)]
+        self.task.prepare(model, examples)
 
     def batches_per_epoch(self) -> int | None:
         """Known up front only with the cache; the caller may lower it to the minimum over ranks."""

@@ -22,6 +22,7 @@ from fet.training.epochs import EpochBatches
 from fet.training.job_config import JobOptim, TrainJobConfig, deepspeed_config
 from fet.training.optim import lr_lambda, step_generator
 from fet.training.tasks import build_task
+from fet.training.tasks.base import TrainingTask
 from fet.training.tasks.frames import to_model_range
 
 CONFIGS = "configs/train/ray"
@@ -211,6 +212,57 @@ def test_epoch_order_is_reproducible_and_resumes_at_any_batch(cache):
     assert batches(epoch=2) != full
     seen = sorted(i for b, _ in full for i in b)
     assert len(set(seen)) == len(seen) == 36  # no example twice in an epoch
+
+
+class Streamed(TrainingTask):
+    """A task whose examples are the row indices; ``Summing`` also looks at them before training."""
+
+    stage, kind, columns, section = "stage1", "images", ["i"], dict
+
+    def __init__(self) -> None:
+        self.decoded = 0
+
+    def examples(self, rows):
+        self.decoded += len(rows)
+        return [r["i"] for r in rows]
+
+    def collate(self, examples, rng):
+        return {"i": torch.tensor(examples)}
+
+    build = report = export = None
+
+
+class Summing(Streamed):
+    def prepare(self, model, examples):
+        self.total = sum(examples)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_only_a_task_that_prepares_on_its_examples_is_given_a_pass_over_them_before_training(cache):
+    """Streamed (``data.cache: false``, the paper configs of stages 1, A and 3), a stage whose ``prepare`` does
+    nothing used to decode every row of the rank's share, and hold all of it, before its first step."""
+    reads = []
+
+    def source(epoch):
+        reads.append(epoch)
+        return iter([[{"i": i} for i in range(k, min(k + 7, 40))] for k in range(0, 40, 7)])
+
+    plain, summing = Streamed(), Summing()
+    assert not plain.prepares and summing.prepares
+    EpochBatches(plain, source, 6, seed=0, rank=0, cache=cache).prepare(model=None)
+    assert (reads, plain.decoded) == ([], 0)
+    EpochBatches(summing, source, 6, seed=0, rank=0, cache=cache).prepare(model=None)
+    assert reads == [0] and summing.decoded == 40 and summing.total == sum(range(40))
+    streamed = EpochBatches(plain, source, 6, seed=0, rank=0, cache=False)
+    next(streamed.epoch(0))
+    assert plain.decoded == 7  # the first batch needs the first chunk only
+
+
+def test_the_stages_that_prepare_on_their_examples(stage1_dir, synthtalk_shards):
+    extra = [f"task.autoencoder={stage1_dir}"]
+    prepares = {s: build_task(job(s, synthtalk_shards, *(extra if s in ("stage2", "stage3") else []))).prepares
+                for s in SPLITS}  # fmt: skip
+    assert prepares == {"stage1": False, "stage2": True, "audio": False, "stage3": False}
 
 
 def test_lr_schedule_and_deepspeed_config(tmp_path):

@@ -83,7 +83,14 @@ class TrainingTask(ABC, Generic[S]):
         training precision (bf16 on GPUs), which DeepSpeed gives the trained model but not these."""
 
     def prepare(self, model: StageModel, examples: list[Any]) -> None:
-        """Called once with this rank's examples before training (e.g. statistics over the data)."""
+        """Called once with this rank's examples before training (e.g. statistics over the data), in a task
+        that overrides it (``prepares``)."""
+
+    @property
+    def prepares(self) -> bool:
+        """Whether ``prepare`` looks at the examples (the task overrides it). Streaming from the shards, only
+        such a task is given a pass over this rank's data before its first step."""
+        return type(self).prepare is not TrainingTask.prepare
 
     @abstractmethod
     def report(self, model: nn.Module, rows: list[dict[str, Any]]) -> Report:
