@@ -4,7 +4,9 @@
 ``get_dataset_shard``). With ``cache=True`` the first pass decodes every row once into examples kept
 in memory; each epoch is then a permutation seeded by (seed, epoch, rank), so batch ``b`` of epoch
 ``e`` is the same after a restart. Without the cache, each epoch streams the rows again (shuffled by
-the reader with an epoch seed) and decodes as it goes. Resuming skips the batches already trained
+the reader with an epoch seed) and decodes as it goes; the examples of each chunk of rows read (with
+what is left of the chunk before) are mixed before they are cut into batches, so that a row's several
+examples (stage 3's frame pairs of one clip) do not fill a batch. Resuming skips the batches already trained
 on; random choices inside a batch come from a generator seeded by (seed, epoch, batch, rank).
 """
 
@@ -71,8 +73,11 @@ class EpochBatches:
     def _streamed(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
         buffer: list[Any] = []
         b = 0
-        for chunk in self.rows(epoch):
+        for c, chunk in enumerate(self.rows(epoch)):
             buffer += self.task.examples(chunk)
+            # mixed, so that a batch is not the examples of one row (stage 3's frame pairs all of one clip)
+            mix = np.random.default_rng([self.seed, epoch, self.rank, c, 11]).permutation(len(buffer))
+            buffer = [buffer[i] for i in mix]
             while len(buffer) >= self.batch_size:
                 batch, buffer = buffer[: self.batch_size], buffer[self.batch_size :]
                 if b >= skip:

@@ -258,6 +258,28 @@ def test_only_a_task_that_prepares_on_its_examples_is_given_a_pass_over_them_bef
     assert plain.decoded == 7  # the first batch needs the first chunk only
 
 
+class Pairs(Streamed):
+    """Each row makes 4 examples, as stage 3 makes frame pairs of one clip."""
+
+    def examples(self, rows):
+        return [r["i"] for r in rows for _ in range(4)]
+
+
+def test_a_streamed_batch_mixes_the_examples_of_the_rows_read_together():
+    """Streamed, batches were cut from the examples in the order rows made them: with stage 3's paper config
+    (8 pairs per clip, batch 8) every batch held one clip's pairs. The cache permutes them all."""
+    chunks = [[{"i": i} for i in range(k, k + 8)] for k in range(0, 32, 8)]  # read 8 rows at a time
+
+    def epoch(e, skip=0):
+        return [b["i"].tolist() for b in EpochBatches(Pairs(), lambda _: iter(chunks), 4, 3, 0, False).epoch(e, skip)]
+
+    batches = epoch(0)
+    assert sorted(i for b in batches for i in b) == sorted(4 * list(range(32)))  # every example once
+    assert all(set(b) <= set(range(k, k + 8)) for b, k in zip(batches, np.repeat(range(0, 32, 8), 8)))  # per chunk
+    assert np.mean([len(set(b)) for b in batches]) > 2.5  # one row per batch before; 3.3 expected in 4 of 8
+    assert epoch(0) == batches and epoch(0, skip=5) == batches[5:] and epoch(1) != batches
+
+
 def test_the_stages_that_prepare_on_their_examples(stage1_dir, synthtalk_shards):
     extra = [f"task.autoencoder={stage1_dir}"]
     prepares = {s: build_task(job(s, synthtalk_shards, *(extra if s in ("stage2", "stage3") else []))).prepares
