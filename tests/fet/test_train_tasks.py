@@ -149,6 +149,32 @@ def test_stage3_task_pairs_frames_of_one_clip(stage1_dir, synthtalk_shards, tmp_
     assert (tmp_path / "pose_guider.safetensors").exists()
 
 
+def test_streamed_stage3_runs_the_frozen_encoders_on_the_drawn_frames_only(stage1_dir, synthtalk_shards):
+    """Streamed (``data.cache: false``, the paper config), every frame of a clip went through E_sem and the
+    codec as it was read, for the few pairs an epoch draws of it. Now the step encodes the drawn frames, and
+    its loss is the loss on the kept clips' codes."""
+    kept, streamed = (build_task(job("stage3", synthtalk_shards, f"task.autoencoder={stage1_dir}", f"data.cache={c}"))
+                      for c in ("true", "false"))  # fmt: skip
+    rows = list(read_rows(synthtalk_shards, "clips", "train", kept.columns))[:2]
+    encoded = {"kept": [], "streamed": []}
+    for name, task in (("kept", kept), ("streamed", streamed)):
+        task.autoencoder.encoder.register_forward_hook(lambda m, args, out, n=name: encoded[n].append(len(args[0])))
+    examples = {"kept": kept.examples(rows), "streamed": streamed.examples(rows)}
+    assert sum(encoded["kept"]) == sum(len(r["frames"]) for r in rows) and encoded["streamed"] == []
+    assert [len(e) for e in examples.values()] == [2 * kept.cfg.pairs_per_clip] * 2
+    mixed = [0, 9, 1, 8]  # pairs of both clips in one batch
+    batches = {n: t.collate([examples[n][i] for i in mixed], np.random.default_rng(5))
+               for n, t in (("kept", kept), ("streamed", streamed))}  # fmt: skip
+    assert set(batches["streamed"]) == {"target", "reference", "target_map", "reference_map"}
+    assert batches["streamed"]["target"].shape == (4, 3, 32, 32) and encoded["streamed"] == []
+    torch.testing.assert_close(batches["kept"]["target_map"], batches["streamed"]["target_map"])
+    torch.manual_seed(0)
+    stepper = streamed.build()
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    torch.testing.assert_close(stepper(batches["kept"], g())[0], stepper(batches["streamed"], g())[0])
+    assert encoded["streamed"] == [4]  # the 4 reference frames, in the step
+
+
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 SPLITS = {"stage1": "images", "stage2": "images", "audio": "clips", "stage3": "clips"}
 HEADLINE = {"stage1": "val_reconstruction_psnr_db", "stage2": "val_auroc_mean", "audio": "val_mesh_l1_cm",

@@ -2,9 +2,13 @@
 (paper Eq. 9). An example is a clip; each batch entry is a random (target, reference) frame pair of one
 clip, drawn anew every epoch. Each clip yields ``pairs_per_clip`` examples per epoch.
 
-E_sem and the codec are frozen, so each frame's z_sem and latent are computed once, when its clip is
-decoded, and a step runs only the talker. At the paper scale those two encoders are 86% of the FLOPs of
-a step that runs them (``benchmarks/stage3_step_speed.py``). A clip keeps its codes, not its frames."""
+E_sem and the codec are frozen. At the paper scale they are 86% of the FLOPs of a step that runs them
+(``benchmarks/stage3_step_speed.py``), so where the clips are kept (``data.cache: true``) each frame's z_sem
+and latent are computed once, when its clip is decoded, and a step runs only the talker: a clip keeps its
+codes, not its frames. Streamed (``data.cache: false``, the paper config), a clip is read again every epoch
+and gives only ``pairs_per_clip`` pairs, so only the drawn frames are decoded and the step runs the frozen
+encoders on them: encoding every frame of a 20 s HDTF segment (500 frames) for 8 pairs would cost 31 times
+as much."""
 
 from __future__ import annotations
 
@@ -46,6 +50,14 @@ class Stage3Section:
 @dataclass
 class Clip:
     frames: np.ndarray  # (T, S, S, 3) uint8
+    landmarks: np.ndarray  # (T, 478, 3)
+
+
+@dataclass
+class StreamedClip:
+    """A training clip as streamed: its frames still encoded (JPEG/PNG bytes), decoded when drawn."""
+
+    frames: list[bytes]
     landmarks: np.ndarray  # (T, 478, 3)
 
 
@@ -126,18 +138,31 @@ class Stage3Task(TrainingTask[Stage3Section]):
     def examples_per_row(self) -> int:
         return self.cfg.pairs_per_clip
 
-    def examples(self, rows: list[dict[str, Any]]) -> list[EncodedClip]:
-        return [c for r in rows for c in [self.encode(self.clip(r))] * self.cfg.pairs_per_clip]
+    def examples(self, rows: list[dict[str, Any]]) -> list[EncodedClip] | list[StreamedClip]:
+        """Each row's clip ``pairs_per_clip`` times: encoded once when the clips are kept (``data.cache``),
+        else as read, its frames decoded only when a pair draws them."""
+        if self.job.data.cache:
+            clips = [self.encode(self.clip(r)) for r in rows]
+        else:
+            clips = [StreamedClip(list(r["frames"]), unpack(r["landmarks"])) for r in rows]
+        return [c for c in clips for _ in range(self.cfg.pairs_per_clip)]
 
-    def collate(self, examples: list[EncodedClip], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def collate(self, examples: list[EncodedClip] | list[StreamedClip], rng: np.random.Generator):
+        """A (target, reference) frame pair of each example's clip → the codes of the pairs (kept clips), or
+        their frames in [-1, 1] as ``target`` and ``reference`` (streamed: the step encodes them)."""
         tgt = [int(rng.integers(len(c.landmarks))) for c in examples]
         ref = [int(rng.integers(len(c.landmarks))) for c in examples]
-        return {
-            "x_0": torch.stack([c.latents[t] for c, t in zip(examples, tgt)]),
-            "z_sem": torch.stack([c.z_sem[r] for c, r in zip(examples, ref)]),
+        maps = {
             "target_map": landmark_maps(np.stack([c.landmarks[t] for c, t in zip(examples, tgt)]), self.size),
             "reference_map": landmark_maps(np.stack([c.landmarks[r] for c, r in zip(examples, ref)]), self.size),
         }
+        if isinstance(examples[0], EncodedClip):
+            return {"x_0": torch.stack([c.latents[t] for c, t in zip(examples, tgt)]),
+                    "z_sem": torch.stack([c.z_sem[r] for c, r in zip(examples, ref)]), **maps}  # fmt: skip
+        return {"target": self._decoded(examples, tgt), "reference": self._decoded(examples, ref), **maps}
+
+    def _decoded(self, clips: list[StreamedClip], drawn: list[int]) -> torch.Tensor:
+        return to_model_range(np.stack([decode_square(c.frames[i], self.size) for c, i in zip(clips, drawn)]))
 
     @torch.no_grad()
     def report(self, model: TalkerDenoiser, rows: list[dict[str, Any]]) -> Report:
