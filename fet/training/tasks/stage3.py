@@ -7,8 +7,8 @@ E_sem and the codec are frozen. At the paper scale they are 86% of the FLOPs of 
 and latent are computed once, when its clip is decoded, and a step runs only the talker: a clip keeps its
 codes, not its frames. Streamed (``data.cache: false``, the paper config), a clip is read again every epoch
 and gives only ``pairs_per_clip`` pairs, so only the drawn frames are decoded and the step runs the frozen
-encoders on them: encoding every frame of a 20 s HDTF segment (500 frames) for 8 pairs would cost 31 times
-as much."""
+encoders on them: encoding every frame of a 20 s HDTF segment (500 frames) for its 8 pairs would be 62 times
+that encoder work (T / pairs), and decode 31 times the frames."""
 
 from __future__ import annotations
 
