@@ -87,8 +87,8 @@ class Stage3Model(StageModel):
         return talker_param_groups(self.talker, lr, self.guider_lr_scale)
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
-        """Eq. 9 on a batch of precomputed codes (``Stage3Task.collate``) or, with ``target`` and
-        ``reference`` images instead, running the frozen encoders on them."""
+        """Eq. 9 on a batch of ``Stage3Task.collate``: the precomputed codes of kept clips, or the ``target``
+        and ``reference`` frames of streamed ones, which the frozen encoders take here."""
         maps = {"landmark_map": batch["target_map"], "reference_map": batch["reference_map"]}
         if "x_0" in batch:
             return diffusion_loss(self.talker, batch["x_0"], batch["z_sem"], self.noise, generator, **maps), {}
