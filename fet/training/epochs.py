@@ -33,8 +33,11 @@ class EpochBatches:
     def load(self) -> list[Any]:
         """Every example of this rank's share (one pass over the rows)."""
         if self.examples is None:
-            self.examples = [e for chunk in self.rows(0) for e in self.task.examples(chunk)]
+            self.examples = self._one_pass()
         return self.examples
+
+    def _one_pass(self) -> list[Any]:
+        return [e for chunk in self.rows(0) for e in self.task.examples(chunk)]
 
     def prepare(self, model: StageModel) -> None:
         """``task.prepare`` with this rank's examples, for a task that looks at them (``prepares``): the cached
@@ -43,8 +46,7 @@ class EpochBatches:
         over every row decoded and held in memory."""
         if not self.task.prepares:
             return
-        examples = self.load() if self.cache else [e for chunk in self.rows(0) for e in self.task.examples(chunk)]
-        self.task.prepare(model, examples)
+        self.task.prepare(model, self.load() if self.cache else self._one_pass())
 
     def batches_per_epoch(self) -> int | None:
         """Known up front only with the cache; the caller may lower it to the minimum over ranks."""
