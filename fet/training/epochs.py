@@ -4,10 +4,11 @@
 ``get_dataset_shard``). With ``cache=True`` the first pass decodes every row once into examples kept
 in memory; each epoch is then a permutation seeded by (seed, epoch, rank), so batch ``b`` of epoch
 ``e`` is the same after a restart. Without the cache, each epoch streams the rows again (shuffled by
-the reader with an epoch seed) and decodes as it goes; the examples of each chunk of rows read (with
+the reader with an epoch seed) and decodes them as it goes; the examples of each chunk of rows read (with
 what is left of the chunk before) are mixed before they are cut into batches, so that a row's several
-examples (stage 3's frame pairs of one clip) do not fill a batch. Resuming skips the batches already trained
-on; random choices inside a batch come from a generator seeded by (seed, epoch, batch, rank).
+examples (stage 3's frame pairs of one clip) do not fill a batch. Resuming skips the batches already
+trained on (streamed, their rows are read but not decoded); random choices inside a batch come from a
+generator seeded by (seed, epoch, batch, rank).
 """
 
 from __future__ import annotations
@@ -73,15 +74,38 @@ class EpochBatches:
             yield self.task.collate([examples[i] for i in idx], self._rng(epoch, b))
 
     def _streamed(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
-        buffer: list[Any] = []
+        # the buffer holds (chunk, example) positions; a chunk's rows become examples (decoded, or encoded by
+        # a frozen model in stage 2) only when a batch that is trained on draws one of them, so resuming far
+        # into an epoch reads the rows of the skipped batches but does not decode them
+        per_row = self.task.examples_per_row
+        rows: dict[int, list[dict[str, Any]]] = {}  # chunks read, not yet made into examples
+        made: dict[int, list[Any]] = {}  # chunks made into examples; each is let go of once drawn
+        buffer: list[tuple[int, int]] = []
         b = 0
         for c, chunk in enumerate(self.rows(epoch)):
-            buffer += self.task.examples(chunk)
+            rows[c] = chunk
+            buffer += [(c, i) for i in range(len(chunk) * per_row)]
             # mixed, so that a batch is not the examples of one row (stage 3's frame pairs all of one clip)
             mix = np.random.default_rng([self.seed, epoch, self.rank, c, 11]).permutation(len(buffer))
             buffer = [buffer[i] for i in mix]
             while len(buffer) >= self.batch_size:
                 batch, buffer = buffer[: self.batch_size], buffer[self.batch_size :]
                 if b >= skip:
-                    yield self.task.collate(batch, self._rng(epoch, b))
+                    yield self.task.collate([self._draw(rows, made, k, i) for k, i in batch], self._rng(epoch, b))
                 b += 1
+            left = {k for k, _ in buffer}
+            for done in [k for k in (*rows, *made) if k not in left]:
+                rows.pop(done, None)
+                made.pop(done, None)
+
+    def _draw(self, rows: dict[int, list[dict[str, Any]]], made: dict[int, list[Any]], c: int, i: int) -> Any:
+        """Example ``i`` of chunk ``c``, making the chunk's examples on its first draw."""
+        if c not in made:
+            chunk = rows.pop(c)
+            made[c] = self.task.examples(chunk)
+            if len(made[c]) != len(chunk) * self.task.examples_per_row:
+                raise ValueError(f"{type(self.task).__name__}.examples made {len(made[c])} examples of "
+                                 f"{len(chunk)} rows; expected examples_per_row ({self.task.examples_per_row}) "
+                                 "per row")  # fmt: skip
+        example, made[c][i] = made[c][i], None  # each position is drawn once
+        return example

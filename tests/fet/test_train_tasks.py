@@ -213,6 +213,8 @@ def test_each_task_steps_in_bf16_and_reports_as_the_gpu_loop_runs_it(stage, devi
 class Counting:
     """A task whose examples are the row indices, to see the epoch order."""
 
+    examples_per_row = 1
+
     def examples(self, rows):
         return [r["i"] for r in rows]
 
@@ -287,6 +289,8 @@ def test_only_a_task_that_prepares_on_its_examples_is_given_a_pass_over_them_bef
 class Pairs(Indexed):
     """Each row makes 4 examples, as stage 3 makes frame pairs of one clip."""
 
+    examples_per_row = 4
+
     def examples(self, rows):
         return [r["i"] for r in rows for _ in range(4)]
 
@@ -304,6 +308,27 @@ def test_a_streamed_batch_mixes_the_examples_of_the_rows_read_together():
     assert all(set(b) <= set(range(k, k + 8)) for b, k in zip(batches, np.repeat(range(0, 32, 8), 8)))  # per chunk
     assert np.mean([len(set(b)) for b in batches]) > 2.5  # rows per batch: 1 before; 3.3 expected at random
     assert epoch(0) == batches and epoch(0, skip=5) == batches[5:] and epoch(1) != batches
+
+
+def test_a_resumed_streamed_epoch_does_not_decode_the_rows_of_the_batches_it_skips():
+    """Streamed, a run resumed far into an epoch decoded every row of the batches it skipped (a PNG decode per
+    face in stage 1, an E_sem pass in stage 2) only to throw the examples away. Now it reads them and moves on."""
+    chunks = [[{"i": i} for i in range(k, k + 8)] for k in range(0, 48, 8)]  # 2 batches of 4 per chunk
+
+    def epoch(task, skip=0):
+        return [b["i"].tolist() for b in EpochBatches(task, lambda _: iter(chunks), 4, 3, 0, False).epoch(1, skip)]
+
+    whole, resumed = Indexed(), Indexed()
+    batches = epoch(whole)
+    assert len(batches) == 12 and whole.decoded == 48
+    assert epoch(resumed, skip=6) == batches[6:]
+    assert resumed.decoded == 24  # the last 3 chunks; 48 before
+
+    class Short(Indexed):
+        examples_per_row = 2  # but makes one example per row
+
+    with pytest.raises(ValueError, match=r"Short.examples made 8 examples of 8 rows; expected examples_per_row \(2\)"):
+        epoch(Short())
 
 
 def test_the_stages_that_prepare_on_their_examples(stage1_dir, synthtalk_shards):
