@@ -153,7 +153,8 @@ def _train(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
 
     task = task or check(job)
     check_run_settings(job, finished=False)  # refuses to resume it with other settings
-    train_data = dataset(job, task.kind, task.columns)  # before the MLflow run, which a failure here would strand
+    # before the MLflow run, which a failure here would strand
+    train_data = dataset(job, task.kind, task.train_columns(job.data.shards))
     run_id = mlflow_run(job)
     print(f"[{job.name}] MLflow run {run_id} at {job.mlflow.tracking_uri}")
     resources = {"CPU": job.scaling.cpus_per_worker}

@@ -103,8 +103,16 @@ def test_stage2_task_learns_attributes(stage1_dir, synthtalk_shards, tmp_path):
 
 def test_audio_task_uses_precomputed_features_and_learns(synthtalk_shards, tmp_path):
     task = build_task(job("audio", synthtalk_shards))
-    rows = list(read_rows(synthtalk_shards, "clips", "train", task.columns))
-    assert rows[0]["audio_encoder"] == task.encoder_key  # the shard's mel features are the ones configured
+    # the shard's mel features are the ones configured: the training rows are read without their audio
+    assert task.train_columns(synthtalk_shards) == [c for c in task.columns if c != "audio"]
+    rows = list(read_rows(synthtalk_shards, "clips", "train", task.train_columns(synthtalk_shards)))
+    assert rows[0]["audio_encoder"] == task.encoder_key and "audio" not in rows[0]
+    other = build_task(job("audio", synthtalk_shards, "task.audio.n_mels=40"))  # features to compute from the audio
+    assert other.encoder_key != task.encoder_key and other.train_columns(synthtalk_shards) == other.columns
+    assert (
+        other.motion_clip(next(read_rows(synthtalk_shards, "clips", "train", other.columns))).features.shape[1]
+        == other.encoder.dim
+    )
     clip = task.motion_clip(rows[0])
     assert clip.features.shape == (rows[0]["num_frames"], task.encoder.dim)
     losses, model = train_steps(task, rows, 40, 2e-3)

@@ -2,7 +2,8 @@
 
 Audio features precomputed by preprocessing are used when they were made by the encoder this run is
 configured with (same name, see ``fet.data.preprocess.config.encoder_name``); otherwise they are
-computed here from the row's 16 kHz audio. Each clip yields ``windows_per_clip`` examples per epoch.
+computed here from the row's 16 kHz audio. When every training row has them, the audio column is not
+read. Each clip yields ``windows_per_clip`` examples per epoch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fet.audio.features import AudioEncoder, AudioEncoderConfig
 from fet.bundle import save_audio_models
 from fet.config import from_dict
 from fet.data.preprocess.config import encoder_name
-from fet.data.shards import unpack
+from fet.data.shards import read_rows, unpack
 from fet.landmarks.head_mesh import head_mesh
 from fet.metrics.sync import lag_correlation, mouth_opening
 from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
@@ -63,6 +64,12 @@ class AudioTask(TrainingTask[AudioSection]):
             Audio2PoseConfig, {**self.cfg.audio2pose, "feature_dim": self.encoder.dim}, where="task.audio2pose"
         )
         self.window = max(self.mesh_cfg.window, self.pose_cfg.window)
+
+    def train_columns(self, shards: str) -> list[str]:
+        """Without ``audio`` when every training row holds features of this run's encoder: the audio is only
+        read to compute them (about a quarter of the bytes a clip row gives stage A)."""
+        encoders = {r["audio_encoder"] for r in read_rows(shards, self.kind, "train", ["split", "audio_encoder"])}
+        return [c for c in self.columns if c != "audio"] if encoders == {self.encoder_key} else self.columns
 
     def build(self) -> AudioStageModel:
         return AudioStageModel(Audio2Mesh(self.mesh_cfg), Audio2Pose(self.pose_cfg)).train()

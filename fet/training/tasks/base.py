@@ -70,6 +70,11 @@ class TrainingTask(ABC, Generic[S]):
         """How many examples ``examples`` makes of one row."""
         return 1
 
+    def train_columns(self, shards: str) -> list[str]:
+        """The shard columns the training rows under ``shards`` are read with (``columns``, unless the task
+        finds, reading a small column in the driver, that it can do without some)."""
+        return self.columns
+
     def check_rows(self, shards: str) -> None:
         """Raise ``ShardError`` when the training rows under ``shards`` cannot train this stage, found by
         reading only a few columns in the driver, before the workers start (nothing to check by default)."""
