@@ -6,6 +6,7 @@ DeepSpeed config the Ray loop relies on."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 
@@ -216,6 +217,39 @@ def test_each_task_steps_in_bf16_and_reports_as_the_gpu_loop_runs_it(stage, devi
     report = task.report(ema, list(read_rows(synthtalk_shards, SPLITS[stage], "val", task.columns))[:12])
     assert np.isfinite(report.metrics[HEADLINE[stage]]), report.metrics
     assert report.images
+
+
+def held_bytes(obj, seen=None) -> int:
+    """The memory of the arrays and tensors under ``obj`` (lists, tuples, dataclasses), each buffer once."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        key = obj.untyped_storage().data_ptr()
+        size = obj.untyped_storage().nbytes()
+    elif isinstance(obj, np.ndarray):
+        base = obj if obj.base is None else obj.base
+        key, size = id(base), base.nbytes if isinstance(base, np.ndarray) else obj.nbytes
+    elif isinstance(obj, list | tuple):
+        return sum(held_bytes(o, seen) for o in obj)
+    elif dataclasses.is_dataclass(obj):
+        return sum(held_bytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
+    else:
+        return 0
+    if key in seen:
+        return 0
+    seen.add(key)
+    return size
+
+
+@pytest.mark.parametrize("stage", list(SPLITS))
+def test_what_a_worker_keeps_of_its_rows_is_known_before_it_decodes_them(stage, stage1_dir, synthtalk_shards):
+    """``kept_bytes``, from the rows' sizes alone, is what their examples take in memory when kept."""
+    extra = [f"task.autoencoder={stage1_dir}"] if stage in ("stage2", "stage3") else []
+    task = build_task(job(stage, synthtalk_shards, *extra, "data.cache=true"))
+    rows = list(read_rows(synthtalk_shards, SPLITS[stage], "train", task.columns))[:6]
+    sizes = list(read_rows(synthtalk_shards, SPLITS[stage], "train", task.kept_columns))[:6]
+    assert [r["split"] for r in sizes] == ["train"] * 6
+    measured = held_bytes(task.examples(rows))
+    assert measured > 0 and task.kept_bytes(sizes) == measured
 
 
 class Counting:

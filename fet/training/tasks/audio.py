@@ -71,6 +71,13 @@ class AudioTask(TrainingTask[AudioSection]):
         encoders = {r["audio_encoder"] for r in read_rows(shards, self.kind, "train", ["split", "audio_encoder"])}
         return [c for c in self.columns if c != "audio"] if encoders == {self.encoder_key} else self.columns
 
+    kept_columns: ClassVar[list[str]] = ["split", "num_frames"]
+
+    def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
+        # per frame: fp32 features, the head mesh in fp64, the fp32 head transform (a clip is kept once for
+        # its windows_per_clip examples)
+        return sum(int(r["num_frames"]) for r in rows) * (self.encoder.dim * 4 + 478 * 3 * 8 + 16 * 4)
+
     def build(self) -> AudioStageModel:
         return AudioStageModel(Audio2Mesh(self.mesh_cfg), Audio2Pose(self.pose_cfg)).train()
 

@@ -70,6 +70,13 @@ class TrainingTask(ABC, Generic[S]):
         """How many examples ``examples`` makes of one row."""
         return 1
 
+    kept_columns: ClassVar[list[str]] = ["split"]  # the shard columns ``kept_bytes`` reads
+
+    def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
+        """The memory the examples of these training rows (read with ``kept_columns``) take when a worker
+        keeps them (``data.cache``), computed from their sizes without decoding them (0: not known)."""
+        return 0
+
     def train_columns(self, shards: str) -> list[str]:
         """The shard columns the training rows under ``shards`` are read with (``columns``, unless the task
         finds, reading a small column in the driver, that it can do without some)."""

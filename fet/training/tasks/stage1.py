@@ -55,6 +55,9 @@ class Stage1Task(TrainingTask[Stage1Section]):
     def build(self) -> Stage1Model:
         return Stage1Model(DiffusionAutoencoder(self.model_cfg).train(), self.cfg.timesteps)
 
+    def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
+        return len(rows) * self.model_cfg.image_size**2 * 3  # a decoded uint8 face each
+
     def examples(self, rows: list[dict[str, Any]]) -> list[np.ndarray]:
         return [decode_square(r["image"], self.model_cfg.image_size) for r in rows]
 

@@ -87,6 +87,9 @@ class Stage2Task(TrainingTask[Stage2Section]):
             out.append(self.autoencoder.encode(to_model_range(chunk)))
         return torch.cat(out).float().cpu() if out else torch.zeros(0, self.autoencoder.cfg.z_dim)
 
+    def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
+        return len(rows) * (self.autoencoder.cfg.z_dim * 4 + len(CELEBA_ATTRIBUTES) * 8)  # fp32 code, int64 labels
+
     def check_rows(self, shards: str) -> None:
         """Labelled faces read shard by shard, up to the first attribute seen both present and absent."""
         present = absent = np.zeros(len(CELEBA_ATTRIBUTES), bool)

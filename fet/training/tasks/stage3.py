@@ -138,6 +138,14 @@ class Stage3Task(TrainingTask[Stage3Section]):
     def examples_per_row(self) -> int:
         return self.cfg.pairs_per_clip
 
+    kept_columns: ClassVar[list[str]] = ["split", "num_frames"]
+
+    def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
+        # per frame, all fp32: z_sem, the codec's latent and the landmarks (a clip is kept once for its pairs)
+        cfg = self.autoencoder.cfg
+        per_frame = (cfg.z_dim + cfg.latent_channels * cfg.latent_size**2 + 478 * 3) * 4
+        return sum(int(r["num_frames"]) for r in rows) * per_frame
+
     def examples(self, rows: list[dict[str, Any]]) -> list[EncodedClip] | list[StreamedClip]:
         """Each row's clip ``pairs_per_clip`` times: encoded once when the clips are kept (``data.cache``),
         else as read, its frames decoded only when a pair draws them."""
