@@ -19,7 +19,7 @@ from typing import Any
 
 from fet import storage
 from fet.config import ConfigError, flatten, to_dict
-from fet.data.shards import ShardError, split_rows
+from fet.data.shards import ShardError, read_rows, split_rows
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
@@ -92,6 +92,38 @@ def check_batches(job: TrainJobConfig, task: TrainingTask) -> None:
     )
 
 
+def check_kept_memory(job: TrainJobConfig, task: TrainingTask, nodes: list[dict[str, Any]]) -> None:
+    """With ``data.cache``, raises ShardError when no layout of the workers on the nodes that can run one
+    (``nodes``: ``ray.nodes()``) keeps every worker's share of the decoded training rows within the node's
+    memory for Ray's workers; the run would fail only after reading them. Not checked while no such node
+    is up (an autoscaling cluster starts its GPU nodes for the job)."""
+    if not job.data.cache:
+        return
+    s = job.scaling
+    asked = {"CPU": s.cpus_per_worker, "GPU": s.gpus_per_worker if s.use_gpu else 0}
+    need = {k: v for k, v in asked.items() if v > 0}
+    alive = [n["Resources"] for n in nodes if n.get("Alive")]
+    hosts = [r for r in alive if all(r.get(k, 0) >= v for k, v in need.items())]
+    if not hosts or any("memory" not in h for h in hosts):  # none up yet, or a memory Ray does not know
+        return
+    rows = list(read_rows(job.data.shards, task.kind, "train", task.kept_columns))
+    share = task.kept_bytes(rows[: len(rows) // s.num_workers * s.num_workers]) / s.num_workers
+    if share == 0:
+        return
+    slots = [min([int(h[k] // v) for k, v in need.items()] or [s.num_workers]) for h in hosts]  # workers a node runs
+    fit = sum(min(k, int(h["memory"] // share)) for h, k in zip(hosts, slots))
+    if fit >= s.num_workers:
+        return
+    gb = 2**30
+    raise ShardError(
+        f"data.cache=true: each worker would keep its share of the {len(rows)} training rows of "
+        f"{job.data.shards} decoded in memory, {share / gb:.1f} GiB for scaling.num_workers={s.num_workers}, "
+        f"but the {len(hosts)} node(s) that can run a worker, with at most "
+        f"{max(h['memory'] for h in hosts) / gb:.1f} GiB of memory for Ray's workers each, hold {fit} such "
+        f"share(s); set data.cache=false to stream the rows every epoch"
+    )
+
+
 def dataset(job: TrainJobConfig, kind: str, columns: list[str]):
     import ray.data
 
@@ -146,6 +178,7 @@ def _finished(job: TrainJobConfig) -> dict[str, Any]:
 
 
 def _train(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
+    import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -153,6 +186,7 @@ def _train(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
 
     task = task or check(job)
     check_run_settings(job, finished=False)  # refuses to resume it with other settings
+    check_kept_memory(job, task, ray.nodes())
     # before the MLflow run, which a failure here would strand
     train_data = dataset(job, task.kind, task.train_columns(job.data.shards))
     run_id = mlflow_run(job)
@@ -222,7 +256,7 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
         init_ray(args.address)
         try:
             summary = run(job, task)
-        except DivergedError as e:
+        except (DivergedError, ShardError) as e:
             fail(e)
     print(json.dumps(summary, indent=2, default=str))
 
