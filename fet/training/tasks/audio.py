@@ -51,6 +51,7 @@ class AudioTask(TrainingTask[AudioSection]):
     kind = "clips"
     columns: ClassVar[list[str]] = ["clip_id", "speaker", "split", "num_frames", "audio", "audio_features",
                                     "audio_encoder", "landmarks", "transform"]  # fmt: skip
+    kept_columns: ClassVar[list[str]] = ["split", "num_frames"]
     section = AudioSection
 
     def __init__(self, job) -> None:
@@ -70,8 +71,6 @@ class AudioTask(TrainingTask[AudioSection]):
         read to compute them (about a quarter of the bytes a clip row gives stage A)."""
         encoders = {r["audio_encoder"] for r in read_rows(shards, self.kind, "train", ["split", "audio_encoder"])}
         return [c for c in self.columns if c != "audio"] if encoders == {self.encoder_key} else self.columns
-
-    kept_columns: ClassVar[list[str]] = ["split", "num_frames"]
 
     def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
         # per frame: fp32 features, the head mesh in fp64, the fp32 head transform (a clip is kept once for

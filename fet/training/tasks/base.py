@@ -51,6 +51,7 @@ class TrainingTask(ABC, Generic[S]):
     stage: ClassVar[str]
     kind: ClassVar[str]  # shard kind read: "images" or "clips"
     columns: ClassVar[list[str]]  # shard columns read
+    kept_columns: ClassVar[list[str]] = ["split"]  # the shard columns ``kept_bytes`` reads
     section: ClassVar[type]  # dataclass of the ``task`` config section
 
     def __init__(self, job: TrainJobConfig) -> None:
@@ -69,8 +70,6 @@ class TrainingTask(ABC, Generic[S]):
     def examples_per_row(self) -> int:
         """How many examples ``examples`` makes of one row."""
         return 1
-
-    kept_columns: ClassVar[list[str]] = ["split"]  # the shard columns ``kept_bytes`` reads
 
     def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
         """The memory the examples of these training rows (read with ``kept_columns``) take when a worker

@@ -101,6 +101,7 @@ class Stage3Task(TrainingTask[Stage3Section]):
     stage = "stage3"
     kind = "clips"
     columns: ClassVar[list[str]] = ["clip_id", "split", "frames", "landmarks"]
+    kept_columns: ClassVar[list[str]] = ["split", "num_frames"]
     section = Stage3Section
 
     def __init__(self, job) -> None:
@@ -137,8 +138,6 @@ class Stage3Task(TrainingTask[Stage3Section]):
     @property
     def examples_per_row(self) -> int:
         return self.cfg.pairs_per_clip
-
-    kept_columns: ClassVar[list[str]] = ["split", "num_frames"]
 
     def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
         # per frame, all fp32: z_sem, the codec's latent and the landmarks (a clip is kept once for its pairs)
