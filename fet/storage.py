@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
+import io
 import os
 import shutil
 import tempfile
@@ -136,6 +137,35 @@ def size(uri: str | os.PathLike) -> int:
         return Path(uri).stat().st_size
     except FileNotFoundError as e:
         raise NotFoundError(f"{uri}: no such file") from e
+
+
+class RangeReader(io.RawIOBase):
+    """A read-only, seekable file over ``read_range``: a reader that needs a few parts of a large file or
+    object (a Parquet footer and the chunks of the columns it reads) fetches only those parts."""
+
+    def __init__(self, uri: str | os.PathLike) -> None:
+        super().__init__()
+        self.uri, self._size, self._pos = str(uri), size(uri), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        data = read_range(self.uri, self._pos, min(len(buffer), max(0, self._size - self._pos)))
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 def read_text(uri: str | os.PathLike) -> str:

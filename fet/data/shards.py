@@ -243,9 +243,14 @@ def check_split(out: str, kind: str, split: str) -> int:
 def read_rows(
     out: str, kind: str, split: str | None = None, columns: list[str] | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Rows of every shard of one kind (optionally one split), shard by shard, as plain dicts."""
+    """Rows of every shard of one kind (optionally one split), shard by shard, as plain dicts. With
+    ``columns``, only their parts of each file are read (a clip shard's frames are most of its bytes)."""
     for f in shard_files(out, kind):
-        table = pq.read_table(io.BytesIO(storage.read_bytes(f)), columns=columns)
+        if columns is None:
+            table = pq.read_table(io.BytesIO(storage.read_bytes(f)))
+        else:
+            with storage.RangeReader(f) as source:
+                table = pq.ParquetFile(source).read(columns=columns)
         if split is not None:
             table = table.filter(pc.equal(table["split"], split))
         yield from table.to_pylist()

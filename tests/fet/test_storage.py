@@ -131,3 +131,35 @@ def test_written_files_get_the_permissions_of_any_new_file(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "by_open").stat().st_mode) == expected
     for name in ("bundle/denoiser.safetensors", "claim", "talking.mp4"):
         assert oct(stat.S_IMODE((tmp_path / name).stat().st_mode)) == oct(expected), name
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_the_columns_read_of_a_shard_are_the_only_parts_of_it_fetched(where, synthtalk_shards, request, monkeypatch):
+    """Reading a few columns of the clip shards (the training driver reads num_frames, audio_encoder) fetched
+    every whole file, frames and all: at HDTF scale, the whole data set through the driver."""
+    from fet.data.shards import read_rows, shard_files
+
+    shards = synthtalk_shards
+    if where == "s3":
+        shards = f"{request.getfixturevalue('s3_bucket')}/shards"
+        storage.upload_dir(synthtalk_shards, shards)
+    fetched = []
+
+    def counting(read):  # the real read, its bytes counted
+        def counted(*args):
+            data = read(*args)
+            fetched.append(len(data))
+            return data
+
+        return counted
+
+    monkeypatch.setattr(storage, "read_range", counting(storage.read_range))
+    monkeypatch.setattr(storage, "read_bytes", counting(storage.read_bytes))
+    whole = list(read_rows(synthtalk_shards, "clips", "train"))
+    fetched.clear()
+    rows = list(read_rows(shards, "clips", "train", ["split", "num_frames", "audio_encoder"]))
+    assert rows == [{k: r[k] for k in ("split", "num_frames", "audio_encoder")} for r in whole]
+    total = sum(storage.size(f) for f in shard_files(shards, "clips"))
+    assert 0 < sum(fetched) < total / 10, (sum(fetched), total)
+    frames = list(read_rows(shards, "clips", "train", ["split", "frames"]))  # the big column, whole
+    assert [r["frames"] for r in frames] == [r["frames"] for r in whole]
