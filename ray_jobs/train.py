@@ -19,7 +19,7 @@ from typing import Any
 
 from fet import storage
 from fet.config import ConfigError, flatten, to_dict
-from fet.data.shards import ShardError, read_rows, split_rows
+from fet.data.shards import ShardError, read_rows, split_rows, stored_row_bytes
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
@@ -93,34 +93,41 @@ def check_batches(job: TrainJobConfig, task: TrainingTask) -> None:
 
 
 def check_kept_memory(job: TrainJobConfig, task: TrainingTask, nodes: list[dict[str, Any]]) -> None:
-    """With ``data.cache``, raises ShardError when no layout of the workers on the nodes that can run one
-    (``nodes``: ``ray.nodes()``) keeps every worker's share of the decoded training rows within the node's
-    memory for Ray's workers; the run would fail only after reading them. Not checked while no such node
-    is up (an autoscaling cluster starts its GPU nodes for the job)."""
-    if not job.data.cache:
-        return
-    s = job.scaling
+    """Raises ShardError when no layout of the workers on the nodes that can run one (``nodes``: ``ray.nodes()``)
+    keeps what each worker holds of the training rows within the node's memory for Ray's workers: with
+    ``data.cache`` its share of the rows decoded, streamed at least the rows of its shuffle buffer and one
+    read batch as the shards store them. The run would fail only after reading them, and again after each
+    restart. Not checked while no such node is up (an autoscaling cluster starts its GPU nodes for the job)."""
+    s, data, gb = job.scaling, job.data, 2**30
     asked = {"CPU": s.cpus_per_worker, "GPU": s.gpus_per_worker if s.use_gpu else 0}
     need = {k: v for k, v in asked.items() if v > 0}
     alive = [n["Resources"] for n in nodes if n.get("Alive")]
     hosts = [r for r in alive if all(r.get(k, 0) >= v for k, v in need.items())]
     if not hosts or any("memory" not in h for h in hosts):  # none up yet, or a memory Ray does not know
         return
-    rows = list(read_rows(job.data.shards, task.kind, "train", task.kept_columns))
-    share = task.kept_bytes(rows[: len(rows) // s.num_workers * s.num_workers]) / s.num_workers
+    if data.cache:
+        rows = list(read_rows(data.shards, task.kind, "train", task.kept_columns))
+        share = task.kept_bytes(rows[: len(rows) // s.num_workers * s.num_workers]) / s.num_workers
+        held = (f"data.cache=true: each worker would keep its share of the {len(rows)} training rows of "
+                f"{data.shards} decoded in memory, {share / gb:.1f} GiB")  # fmt: skip
+        fix = "set data.cache=false to stream the rows every epoch"
+    else:
+        n = data.shuffle_buffer + data.read_batch
+        share = n * stored_row_bytes(data.shards, task.kind, task.train_columns(data.shards))
+        held = (f"data.cache=false: each worker would hold at least {n} rows of {data.shards} in memory "
+                f"(data.shuffle_buffer={data.shuffle_buffer} + data.read_batch={data.read_batch}), "
+                f"{share / gb:.1f} GiB at their mean stored size")  # fmt: skip
+        fix = "lower data.shuffle_buffer"
     if share == 0:
         return
     slots = [min([int(h[k] // v) for k, v in need.items()] or [s.num_workers]) for h in hosts]  # workers a node runs
     fit = sum(min(k, int(h["memory"] // share)) for h, k in zip(hosts, slots))
     if fit >= s.num_workers:
         return
-    gb = 2**30
     raise ShardError(
-        f"data.cache=true: each worker would keep its share of the {len(rows)} training rows of "
-        f"{job.data.shards} decoded in memory, {share / gb:.1f} GiB for scaling.num_workers={s.num_workers}, "
-        f"but the {len(hosts)} node(s) that can run a worker, with at most "
-        f"{max(h['memory'] for h in hosts) / gb:.1f} GiB of memory for Ray's workers each, hold {fit} such "
-        f"share(s); set data.cache=false to stream the rows every epoch"
+        f"{held} for scaling.num_workers={s.num_workers}, but the {len(hosts)} node(s) that can run a worker, "
+        f"with at most {max(h['memory'] for h in hosts) / gb:.1f} GiB of memory for Ray's workers each, hold "
+        f"{fit} such share(s); {fix}"
     )
 
 

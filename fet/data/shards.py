@@ -256,6 +256,23 @@ def read_rows(
         yield from table.to_pylist()
 
 
+def stored_row_bytes(out: str, kind: str, columns: list[str]) -> float:
+    """The mean bytes a row of ``kind`` takes in ``columns`` as the shard files store them uncompressed (about
+    what a reader holds of it as Arrow), over every split; read from the files' footers alone."""
+    size = rows = 0
+    for f in shard_files(out, kind):
+        with storage.RangeReader(f) as source:
+            meta = pq.ParquetFile(source).metadata
+        rows += meta.num_rows
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                if chunk.path_in_schema.split(".")[0] in columns:  # a list column's path is name.list.element
+                    size += chunk.total_uncompressed_size
+    return size / rows if rows else 0.0
+
+
 def clip_record(row: dict) -> ClipRecord:
     """A clip-shard row → ``ClipRecord`` (frames decoded to (T, S, S, 3) uint8; audio, landmarks and
     transforms unpacked; precomputed audio features and their encoder kept)."""
