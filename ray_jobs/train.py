@@ -92,12 +92,13 @@ def check_batches(job: TrainJobConfig, task: TrainingTask) -> None:
     )
 
 
-def check_kept_memory(job: TrainJobConfig, task: TrainingTask, nodes: list[dict[str, Any]]) -> None:
+def check_kept_memory(job: TrainJobConfig, task: TrainingTask, columns: list[str], nodes: list[dict[str, Any]]) -> None:
     """Raises ShardError when no layout of the workers on the nodes that can run one (``nodes``: ``ray.nodes()``)
     keeps what each worker holds of the training rows within the node's memory for Ray's workers: with
     ``data.cache`` its share of the rows decoded, streamed at least the rows of its shuffle buffer and one
-    read batch as the shards store them. The run would fail only after reading them, and again after each
-    restart. Not checked while no such node is up (an autoscaling cluster starts its GPU nodes for the job)."""
+    read batch as the shards store them in ``columns`` (those the rows are read with). The run would fail
+    only after reading them, and again after each restart. Not checked while no such node is up (an
+    autoscaling cluster starts its GPU nodes for the job)."""
     s, data, gb = job.scaling, job.data, 2**30
     asked = {"CPU": s.cpus_per_worker, "GPU": s.gpus_per_worker if s.use_gpu else 0}
     need = {k: v for k, v in asked.items() if v > 0}
@@ -113,7 +114,7 @@ def check_kept_memory(job: TrainJobConfig, task: TrainingTask, nodes: list[dict[
         fix = "set data.cache=false to stream the rows every epoch"
     else:
         n = data.shuffle_buffer + data.read_batch
-        share = n * stored_row_bytes(data.shards, task.kind, task.train_columns(data.shards))
+        share = n * stored_row_bytes(data.shards, task.kind, columns)
         held = (f"data.cache=false: each worker would hold at least {n} rows of {data.shards} in memory "
                 f"(data.shuffle_buffer={data.shuffle_buffer} + data.read_batch={data.read_batch}), "
                 f"{share / gb:.1f} GiB at their mean stored size")  # fmt: skip
@@ -193,9 +194,10 @@ def _train(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
 
     task = task or check(job)
     check_run_settings(job, finished=False)  # refuses to resume it with other settings
-    check_kept_memory(job, task, ray.nodes())
+    columns = task.train_columns(job.data.shards)
+    check_kept_memory(job, task, columns, ray.nodes())
     # before the MLflow run, which a failure here would strand
-    train_data = dataset(job, task.kind, task.train_columns(job.data.shards))
+    train_data = dataset(job, task.kind, columns)
     run_id = mlflow_run(job)
     print(f"[{job.name}] MLflow run {run_id} at {job.mlflow.tracking_uri}")
     resources = {"CPU": job.scaling.cpus_per_worker}

@@ -33,7 +33,7 @@ def test_the_workers_shares_are_laid_out_on_the_nodes_that_can_run_them(synthtal
     task = build_task(job)
     rows = split_rows(synthtalk_shards, "images", "train")
     share = rows // 2 * 1024 * 1024 * 3  # each of 2 workers
-    check = lambda *nodes, j=job: train.check_kept_memory(j, task, _nodes(*nodes))  # noqa: E731
+    check = lambda *nodes, j=job: train.check_kept_memory(j, task, task.columns, _nodes(*nodes))  # noqa: E731
     check({"CPU": 2, "memory": 2 * share + 1})  # both workers on one node
     check({"CPU": 1, "memory": share + 1}, {"CPU": 1, "memory": share + 1})  # one on each
     with pytest.raises(ShardError) as refused:
@@ -47,7 +47,7 @@ def test_the_workers_shares_are_laid_out_on_the_nodes_that_can_run_them(synthtal
         check({"CPU": 0.25, "memory": 100 * share}, {"CPU": 2, "memory": share / 2})
     dead = {"Alive": False, "Resources": {"CPU": 1, "memory": 100 * share}}
     with pytest.raises(ShardError, match="hold 1 such share"):  # room for one worker, on the one node alive
-        train.check_kept_memory(job, task, [*_nodes({"CPU": 1, "memory": share + 1}), dead])
+        train.check_kept_memory(job, task, task.columns, [*_nodes({"CPU": 1, "memory": share + 1}), dead])
     # streamed, each worker holds a shuffle buffer of the stored 32 px rows, not every face decoded at 1024 px
     check({"CPU": 2, "memory": 1.5 * share}, j=_job(synthtalk_shards, "data.cache=false"))
     # not checked: no node that can run a worker up yet (GPU nodes an autoscaler starts)
@@ -69,7 +69,7 @@ def test_a_streamed_worker_holds_its_shuffle_buffer_of_rows_at_their_stored_size
     assert 0.98 * held < row < 1.05 * held, (row, held)  # the compressed size is about 9% less
     assert stored_row_bytes(synthtalk_shards, "clips", ["split"]) < row / 100  # the arrays are the bytes
     share = 32 * row
-    check = lambda *nodes: train.check_kept_memory(job, task, _nodes(*nodes))  # noqa: E731
+    check = lambda *nodes: train.check_kept_memory(job, task, columns, _nodes(*nodes))  # noqa: E731
     check({"CPU": 1, "memory": share + 1}, {"CPU": 1, "memory": share + 1})
     with pytest.raises(ShardError) as refused:
         check({"CPU": 2, "memory": 1.5 * share})
