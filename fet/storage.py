@@ -14,9 +14,12 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 
 class StorageError(OSError):
@@ -68,9 +71,14 @@ def _client(endpoint: str | None):
     return boto3.client("s3", endpoint_url=endpoint)
 
 
+_CLIENT_LOCK = threading.Lock()  # boto3 builds clients from one shared session, not to be entered twice at once
+
+
 def s3_client():
-    """A boto3 S3 client; ``AWS_ENDPOINT_URL`` (or ``_S3``) points it at a non-AWS server."""
-    return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+    """A boto3 S3 client (safe to share between threads); ``AWS_ENDPOINT_URL`` (or ``_S3``) points it at a
+    non-AWS server."""
+    with _CLIENT_LOCK:
+        return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
 
 
 def _s3_error(uri: str, e: Exception) -> StorageError:
@@ -170,6 +178,25 @@ class RangeReader(io.RawIOBase):
 
 def read_text(uri: str | os.PathLike) -> str:
     return read_bytes(uri).decode("utf-8")
+
+
+READ_THREADS = 10  # a boto3 client keeps 10 connections to a server
+T = TypeVar("T")
+
+
+def each(fn: Callable[[str], T], uris: list[str]) -> list[T]:
+    """``fn`` (a read, a write) of each of many files or objects, in the order given, ``READ_THREADS`` at a
+    time: one at a time, small requests to S3 are mostly waiting on each one's round trip. The first error
+    is raised."""
+    if len(uris) <= 1:
+        return [fn(u) for u in uris]
+    with ThreadPoolExecutor(min(READ_THREADS, len(uris))) as pool:
+        return list(pool.map(fn, uris))
+
+
+def read_texts(uris: list[str]) -> list[str]:
+    """The texts of many small files or objects, in the order given (read as ``each`` reads)."""
+    return each(read_text, uris)
 
 
 def new_file_mode() -> int:

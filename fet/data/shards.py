@@ -138,7 +138,7 @@ def _write_shard(out: str, kind: str, rows: list[dict[str, Any]]) -> dict[str, A
 
 
 def read_sidecars(out: str, kind: str) -> list[dict[str, Any]]:
-    return [json.loads(storage.read_text(f)) for f in sidecar_files(out, kind)]
+    return [json.loads(t) for t in storage.read_texts(sidecar_files(out, kind))]
 
 
 @dataclass
@@ -260,9 +260,7 @@ def stored_row_bytes(out: str, kind: str, columns: list[str]) -> float:
     """The mean bytes a row of ``kind`` takes in ``columns`` as the shard files store them uncompressed (about
     what a reader holds of it as Arrow), over every split; read from the files' footers alone."""
     size = rows = 0
-    for f in shard_files(out, kind):
-        with storage.RangeReader(f) as source:
-            meta = pq.ParquetFile(source).metadata
+    for meta in storage.each(_footer, shard_files(out, kind)):
         rows += meta.num_rows
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
@@ -271,6 +269,11 @@ def stored_row_bytes(out: str, kind: str, columns: list[str]) -> float:
                 if chunk.path_in_schema.split(".")[0] in columns:  # a list column's path is name.list.element
                     size += chunk.total_uncompressed_size
     return size / rows if rows else 0.0
+
+
+def _footer(uri: str) -> pq.FileMetaData:
+    with storage.RangeReader(uri) as source:
+        return pq.ParquetFile(source).metadata
 
 
 def clip_record(row: dict) -> ClipRecord:

@@ -163,3 +163,35 @@ def test_the_columns_read_of_a_shard_are_the_only_parts_of_it_fetched(where, syn
     assert 0 < sum(fetched) < total / 10, (sum(fetched), total)
     frames = list(read_rows(shards, "clips", "train", ["split", "frames"]))  # the big column, whole
     assert [r["frames"] for r in frames] == [r["frames"] for r in whole]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_many_small_files_are_read_several_at_a_time_in_the_order_given(where, tmp_path, request):
+    """A shard listing reads every sidecar: one request at a time, thousands of shards on S3 kept a driver
+    waiting minutes on round trips."""
+    import threading
+    import time
+
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
+    uris = [storage.join(root, "sides", f"part-{i:03d}.json") for i in range(40)]
+    for i, u in enumerate(uris):
+        storage.write_text(u, f'{{"i": {i}}}')
+    storage._client.cache_clear()  # the threads' first requests build the client together
+    assert storage.read_texts(uris) == [f'{{"i": {i}}}' for i in range(40)]
+    busy, most, lock = 0, 0, threading.Lock()
+
+    def read(uri: str) -> str:  # the real read, how many run at once counted
+        nonlocal busy, most
+        with lock:
+            busy += 1
+            most = max(most, busy)
+        time.sleep(0.02)
+        text = storage.read_text(uri)
+        with lock:
+            busy -= 1
+        return text
+
+    assert storage.each(read, uris) == storage.read_texts(uris)
+    assert most == storage.READ_THREADS
+    with pytest.raises(storage.NotFoundError, match="part-999"):
+        storage.read_texts([*uris, storage.join(root, "sides", "part-999.json")])
