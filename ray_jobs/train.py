@@ -107,7 +107,7 @@ def check_kept_memory(job: TrainJobConfig, task: TrainingTask, columns: list[str
     if not hosts or any("memory" not in h for h in hosts):  # none up yet, or a memory Ray does not know
         return
     if data.cache:
-        rows = list(read_rows(data.shards, task.kind, "train", task.kept_columns))
+        rows = list(read_rows(data.shards, task.kind, "train", task.kept_columns, concurrent=True))
         share = task.kept_bytes(rows[: len(rows) // s.num_workers * s.num_workers]) / s.num_workers
         held = (f"data.cache=true: each worker would keep its share of the {len(rows)} training rows of "
                 f"{data.shards} decoded in memory, {share / gb:.1f} GiB")  # fmt: skip

@@ -241,18 +241,23 @@ def check_split(out: str, kind: str, split: str) -> int:
 
 
 def read_rows(
-    out: str, kind: str, split: str | None = None, columns: list[str] | None = None
+    out: str, kind: str, split: str | None = None, columns: list[str] | None = None, concurrent: bool = False
 ) -> Iterator[dict[str, Any]]:
     """Rows of every shard of one kind (optionally one split), shard by shard, as plain dicts. With
-    ``columns``, only their parts of each file are read (a clip shard's frames are most of its bytes)."""
-    for f in shard_files(out, kind):
+    ``columns``, only their parts of each file are read (a clip shard's frames are most of its bytes).
+    ``concurrent``, for a whole pass over a few small columns: the files are read ``storage.each``'s
+    way, several at a time, and all held before the first row is given."""
+
+    def read(f: str) -> pa.Table:
         if columns is None:
             table = pq.read_table(io.BytesIO(storage.read_bytes(f)))
         else:
             with storage.RangeReader(f) as source:
                 table = pq.ParquetFile(source).read(columns=columns)
-        if split is not None:
-            table = table.filter(pc.equal(table["split"], split))
+        return table if split is None else table.filter(pc.equal(table["split"], split))
+
+    files = shard_files(out, kind)
+    for table in storage.each(read, files) if concurrent else map(read, files):
         yield from table.to_pylist()
 
 

@@ -1,5 +1,7 @@
 import os
 import stat
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -165,33 +167,51 @@ def test_the_columns_read_of_a_shard_are_the_only_parts_of_it_fetched(where, syn
     assert [r["frames"] for r in frames] == [r["frames"] for r in whole]
 
 
+class AtOnce:
+    """A real storage call, with how many of it ran at once counted (each is held 20 ms first)."""
+
+    def __init__(self, call):
+        self.call, self.busy, self.most, self.lock = call, 0, 0, threading.Lock()
+
+    def __call__(self, *args):
+        with self.lock:
+            self.busy += 1
+            self.most = max(self.most, self.busy)
+        time.sleep(0.02)
+        try:
+            return self.call(*args)
+        finally:
+            with self.lock:
+                self.busy -= 1
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_many_small_files_are_read_several_at_a_time_in_the_order_given(where, tmp_path, request):
     """A shard listing reads every sidecar: one request at a time, thousands of shards on S3 kept a driver
     waiting minutes on round trips."""
-    import threading
-    import time
-
     root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
     uris = [storage.join(root, "sides", f"part-{i:03d}.json") for i in range(40)]
     for i, u in enumerate(uris):
         storage.write_text(u, f'{{"i": {i}}}')
     storage._client.cache_clear()  # the threads' first requests build the client together
     assert storage.read_texts(uris) == [f'{{"i": {i}}}' for i in range(40)]
-    busy, most, lock = 0, 0, threading.Lock()
-
-    def read(uri: str) -> str:  # the real read, how many run at once counted
-        nonlocal busy, most
-        with lock:
-            busy += 1
-            most = max(most, busy)
-        time.sleep(0.02)
-        text = storage.read_text(uri)
-        with lock:
-            busy -= 1
-        return text
-
+    read = AtOnce(storage.read_text)
     assert storage.each(read, uris) == storage.read_texts(uris)
-    assert most == storage.READ_THREADS
+    assert read.most == storage.READ_THREADS
     with pytest.raises(storage.NotFoundError, match="part-999"):
         storage.read_texts([*uris, storage.join(root, "sides", "part-999.json")])
+
+
+def test_a_whole_pass_over_small_columns_reads_the_shard_files_several_at_a_time(synthtalk_shards, monkeypatch):
+    """The training driver reads a column or two of every training row (stage A's audio encoders, the rows a
+    cached run keeps) before it starts: one file at a time, three round trips each. (Faces: the SynthTalk
+    shards hold one clip file and three image files.)"""
+    from fet.data.shards import read_rows, shard_files
+
+    columns = ["split", "attributes"]
+    one_at_a_time = list(read_rows(synthtalk_shards, "images", "train", columns))
+    read_range = AtOnce(storage.read_range)
+    monkeypatch.setattr(storage, "read_range", read_range)
+    assert list(read_rows(synthtalk_shards, "images", "train", columns, concurrent=True)) == one_at_a_time
+    files = len(shard_files(synthtalk_shards, "images"))
+    assert files > 1 and read_range.most == min(files, storage.READ_THREADS), (files, read_range.most)

@@ -69,7 +69,8 @@ class AudioTask(TrainingTask[AudioSection]):
     def train_columns(self, shards: str) -> list[str]:
         """Without ``audio`` when every training row holds features of this run's encoder: the audio is only
         read to compute them (about a quarter of the bytes a clip row gives stage A)."""
-        encoders = {r["audio_encoder"] for r in read_rows(shards, self.kind, "train", ["split", "audio_encoder"])}
+        rows = read_rows(shards, self.kind, "train", ["split", "audio_encoder"], concurrent=True)
+        encoders = {r["audio_encoder"] for r in rows}
         return [c for c in self.columns if c != "audio"] if encoders == {self.encoder_key} else self.columns
 
     def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
