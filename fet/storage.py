@@ -320,7 +320,38 @@ def delete(uri: str | os.PathLike) -> None:
 
 def list_files(uri: str | os.PathLike) -> list[str]:
     """Every file under a directory or prefix, as full paths/URIs, sorted."""
-    return sorted(ages(uri))
+    return sorted(ages(uri) if is_s3(str(uri)) else _local_mtimes(Path(uri)))
+
+
+CLOCK_PROBE = ".fet-clock-"  # the files ``_local_now`` makes for an instant; no listing shows them
+
+
+def _local_now(directory: Path) -> float:
+    """The time by the clock of the file system that holds ``directory``, which on NFS is the server's and not
+    this machine's: the modification time of a file made there and removed at once. This machine's clock
+    where no file can be made."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=CLOCK_PROBE, dir=directory)
+    except OSError:
+        return time.time()
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def _local_mtimes(root: Path) -> dict[str, float]:
+    """Every file under a local directory → its modification time (clock probes left out)."""
+    if not root.is_dir():
+        raise (StorageError if root.exists() else NotFoundError)(f"{root}: not a directory")
+    out = {}
+    for p in root.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):  # deleted while listed
+            if p.is_file() and not p.name.startswith(CLOCK_PROBE):
+                out[str(p)] = p.stat().st_mtime
+    return out
 
 
 def _server_time(response: dict) -> float:
@@ -331,7 +362,8 @@ def _server_time(response: dict) -> float:
 
 def ages(uri: str | os.PathLike) -> dict[str, float]:
     """Every file under a directory or prefix → seconds since it was last written or ``touch``-ed, by the
-    storage's own clock (an S3 listing's ``Date`` against each object's ``LastModified``), as ``age``."""
+    storage's own clock (an S3 listing's ``Date`` against each object's ``LastModified``; a local or NFS
+    directory's clock probe against each file's time), as ``age``."""
     uri = str(uri)
     if is_s3(uri):
         bucket, prefix = split_s3(uri)
@@ -346,21 +378,16 @@ def ages(uri: str | os.PathLike) -> dict[str, float]:
         except Exception as e:
             raise _s3_error(uri, e) from e
         return out
-    root = Path(uri)
-    if not root.is_dir():
-        raise (StorageError if root.exists() else NotFoundError)(f"{uri}: not a directory")
-    out, now = {}, time.time()
-    for p in root.rglob("*"):
-        with contextlib.suppress(FileNotFoundError):  # deleted while listed
-            if p.is_file():
-                out[str(p)] = max(0.0, now - p.stat().st_mtime)
-    return out
+    mtimes = _local_mtimes(Path(uri))
+    now = _local_now(Path(uri))
+    return {p: max(0.0, now - t) for p, t in mtimes.items()}
 
 
 def age(uri: str | os.PathLike) -> float:
-    """Seconds since the file or object was last written or ``touch``-ed, by the storage's own clock: an S3
-    server's answer carries its time (``Date``) beside the object's ``LastModified``, so a caller whose clock
-    is off does not misjudge it (to one second). A missing one is a ``NotFoundError``."""
+    """Seconds since the file or object was last written or ``touch``-ed, by the storage's own clock, so a
+    caller whose clock is off does not misjudge it: an S3 server's answer carries its time (``Date``, to one
+    second) beside the object's ``LastModified``; a local file's time is read against a clock probe made
+    beside it (on NFS both are the server's times). A missing one is a ``NotFoundError``."""
     uri = str(uri)
     if is_s3(uri):
         bucket, key = split_s3(uri)
@@ -370,9 +397,10 @@ def age(uri: str | os.PathLike) -> float:
             raise _s3_error(uri, e) from e
         return max(0.0, _server_time(head) - head["LastModified"].timestamp())
     try:
-        return max(0.0, time.time() - Path(uri).stat().st_mtime)
+        mtime = Path(uri).stat().st_mtime
     except FileNotFoundError as e:
         raise NotFoundError(f"{uri}: no such file") from e
+    return max(0.0, _local_now(Path(uri).parent) - mtime)
 
 
 def touch(uri: str | os.PathLike) -> None:

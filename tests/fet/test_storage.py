@@ -215,3 +215,17 @@ def test_a_whole_pass_over_small_columns_reads_the_shard_files_several_at_a_time
     assert list(read_rows(synthtalk_shards, "images", "train", columns, concurrent=True)) == one_at_a_time
     files = len(shard_files(synthtalk_shards, "images"))
     assert files > 1 and read_range.most == min(files, storage.READ_THREADS), (files, read_range.most)
+
+
+def test_local_ages_are_read_by_the_file_systems_clock_and_its_probes_are_never_listed(tmp_path, monkeypatch):
+    """On a shared file system (NFS) a file's time is the server's: a driver or replica whose own clock runs
+    two hours ahead (here: this process's ``time.time``) took every file for two hours old."""
+    path = tmp_path / "d" / "lease.json"
+    storage.write_text(path, "{}")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)
+    assert storage.age(path) < 60 and storage.ages(tmp_path) == {str(path): pytest.approx(0, abs=60)}
+    (tmp_path / "d" / f"{storage.CLOCK_PROBE}left-by-a-killed-process").write_text("")
+    assert storage.list_files(tmp_path) == [str(path)] and list(storage.ages(tmp_path)) == [str(path)]
+    os.utime(path, (real() - 600, real() - 600))
+    assert 540 < storage.age(path) < 660

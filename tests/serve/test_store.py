@@ -117,11 +117,14 @@ def test_a_store_that_cannot_be_reached_raises_instead_of_answering_no_such_job(
             call(arg)
 
 
-def test_on_s3_a_replica_whose_clock_is_off_by_hours_judges_ages_by_the_servers_clock(s3_bucket, monkeypatch):
+@pytest.mark.parametrize("where", ["s3", "disk"])
+def test_a_replica_whose_clock_is_off_by_hours_judges_ages_by_the_storages_clock(where, tmp_path, request, monkeypatch):
     """A replica on a node whose clock runs two hours ahead (here: this process's ``time.time``) sweeps
     the shared store: fresh jobs and references stay, a job just written is not silent and a run just
-    claimed is recent. Before, the sweep deleted everything younger than two hours' worth of TTL."""
-    store = StateStore(s3_bucket + "/state")
+    claimed is recent. Before, the sweep deleted everything younger than two hours' worth of TTL; on a
+    shared file system (NFS) it still did, until local ages were read against a file made beside them."""
+    root = request.getfixturevalue("s3_bucket") if where == "s3" else str(tmp_path)
+    store = StateStore(root + "/state")
     job = store.new_job({"reference_id": "r"})
     store.put_reference("a" * 32, b"x_T and z_sem")
     assert store.claim_run(job["id"], 2)
