@@ -28,6 +28,12 @@ def _nodes(*resources: dict) -> list[dict]:
     return [{"Alive": True, "Resources": r} for r in resources]
 
 
+def _one_node_holds_one(held: str, memory: float, fix: str) -> str:
+    """The refusal of 2 workers on one node with ``memory`` for Ray's workers, room for one share."""
+    return (f"{held} for scaling.num_workers=2, but the 1 node(s) that can run a worker, with at most "
+            f"{memory / GiB:.1f} GiB of memory for Ray's workers each, hold 1 such share(s); {fix}")  # fmt: skip
+
+
 def test_the_workers_shares_are_laid_out_on_the_nodes_that_can_run_them(synthtalk_shards):
     job = _job(synthtalk_shards)
     task = build_task(job)
@@ -38,11 +44,9 @@ def test_the_workers_shares_are_laid_out_on_the_nodes_that_can_run_them(synthtal
     check({"CPU": 1, "memory": share + 1}, {"CPU": 1, "memory": share + 1})  # one on each
     with pytest.raises(ShardError) as refused:
         check({"CPU": 2, "memory": 1.5 * share})
-    assert (f"data.cache=true: each worker would keep its share of the {rows} "
-            f"training rows of {synthtalk_shards} decoded in memory, {share / GiB:.1f} GiB for "
-            "scaling.num_workers=2, but the 1 node(s) that can run a worker, with at most "
-            f"{1.5 * share / GiB:.1f} GiB of memory for Ray's workers each, hold 1 such share(s); set "
-            "data.cache=false to stream the rows every epoch") == str(refused.value)  # fmt: skip
+    assert _one_node_holds_one(f"data.cache=true: each worker would keep its share of the {rows} training rows of "
+                               f"{synthtalk_shards} decoded in memory, {share / GiB:.1f} GiB", 1.5 * share,
+                               "set data.cache=false to stream the rows every epoch") == str(refused.value)  # fmt: skip
     with pytest.raises(ShardError, match="hold 0 such share"):  # the node with the memory runs no worker
         check({"CPU": 0.25, "memory": 100 * share}, {"CPU": 2, "memory": share / 2})
     dead = {"Alive": False, "Resources": {"CPU": 1, "memory": 100 * share}}
@@ -73,11 +77,9 @@ def test_a_streamed_worker_holds_its_shuffle_buffer_of_rows_at_their_stored_size
     check({"CPU": 1, "memory": share + 1}, {"CPU": 1, "memory": share + 1})
     with pytest.raises(ShardError) as refused:
         check({"CPU": 2, "memory": 1.5 * share})
-    assert (f"data.cache=false: each worker would hold at least 32 rows of {synthtalk_shards} in memory "
-            f"(data.shuffle_buffer=30 + data.read_batch=2), {share / GiB:.1f} GiB at their mean stored size "
-            "for scaling.num_workers=2, but the 1 node(s) that can run a worker, with at most "
-            f"{1.5 * share / GiB:.1f} GiB of memory for Ray's workers each, hold 1 such share(s); lower "
-            "data.shuffle_buffer") == str(refused.value)  # fmt: skip
+    assert _one_node_holds_one(f"data.cache=false: each worker would hold at least 32 rows of {synthtalk_shards} in "
+                               f"memory (data.shuffle_buffer=30 + data.read_batch=2), {share / GiB:.1f} GiB at their "
+                               "mean stored size", 1.5 * share, "lower data.shuffle_buffer") == str(refused.value)  # fmt: skip
 
 
 @pytest.mark.parametrize(
