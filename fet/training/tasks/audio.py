@@ -20,6 +20,7 @@ from fet.bundle import save_audio_models
 from fet.config import from_dict
 from fet.data.preprocess.config import encoder_name
 from fet.data.shards import read_rows, unpack
+from fet.landmarks.face_mesh import NUM_LANDMARKS
 from fet.landmarks.head_mesh import head_mesh
 from fet.metrics.sync import lag_correlation, mouth_opening
 from fet.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
@@ -76,7 +77,7 @@ class AudioTask(TrainingTask[AudioSection]):
     def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
         # per frame: fp32 features, the head mesh in fp64, the fp32 head transform (a clip is kept once for
         # its windows_per_clip examples)
-        return sum(int(r["num_frames"]) for r in rows) * (self.encoder.dim * 4 + 478 * 3 * 8 + 16 * 4)
+        return sum(int(r["num_frames"]) for r in rows) * (self.encoder.dim * 4 + NUM_LANDMARKS * 3 * 8 + 16 * 4)
 
     def build(self) -> AudioStageModel:
         return AudioStageModel(Audio2Mesh(self.mesh_cfg), Audio2Pose(self.pose_cfg)).train()

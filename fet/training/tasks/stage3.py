@@ -25,6 +25,7 @@ from fet.config import from_dict
 from fet.data.shards import unpack
 from fet.diffusion.ddim import training_scheduler
 from fet.images import encode_png, image_grid
+from fet.landmarks.face_mesh import NUM_LANDMARKS
 from fet.landmarks.landmark_map import landmark_maps
 from fet.lineage import encoder_digest, write_lineage
 from fet.models.pose_guider import PoseGuiderConfig
@@ -142,7 +143,7 @@ class Stage3Task(TrainingTask[Stage3Section]):
     def kept_bytes(self, rows: list[dict[str, Any]]) -> int:
         # per frame, all fp32: z_sem, the codec's latent and the landmarks (a clip is kept once for its pairs)
         cfg = self.autoencoder.cfg
-        per_frame = (cfg.z_dim + cfg.latent_channels * cfg.latent_size**2 + 478 * 3) * 4
+        per_frame = (cfg.z_dim + cfg.latent_channels * cfg.latent_size**2 + NUM_LANDMARKS * 3) * 4
         return sum(int(r["num_frames"]) for r in rows) * per_frame
 
     def examples(self, rows: list[dict[str, Any]]) -> list[EncodedClip] | list[StreamedClip]:
