@@ -30,7 +30,7 @@ from PIL import Image
 from fet import storage
 from fet.bundle import BundleError, check_bundle
 from fet.config import ConfigError, from_dict, to_dict
-from fet.data.shards import ShardError, check_split
+from fet.data.shards import ShardError, check_split, one_listing
 from fet.evaluation.clip import ClipEvaluator, check_edits, unavailable
 from fet.evaluation.config import EvalConfig
 from fet.evaluation.records import ClipRecords, decode, encode, record_settings
@@ -120,7 +120,8 @@ def run(cfg: EvalConfig, info: dict[str, Any]) -> dict[str, Any]:
         print(f"skipping {group}: {why}", flush=True)
     settings = record_settings(to_dict(cfg))
     ClipRecords(cfg.out, settings).prepare()  # records made with other settings go
-    records = _records(cfg, settings)
+    with one_listing():  # within main's, when main called this
+        records = _records(cfg, settings)
     failed = {r["clip_id"]: r["error"] for r in records if r.get("error")}
     records = [r for r in records if not r.get("error")]
     if not records:
@@ -170,6 +171,11 @@ def _preview(records: list[dict[str, Any]]) -> bytes:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args("ray_jobs.evaluate", __doc__.splitlines()[0], OVERRIDES_EXAMPLE, argv)
     cfg = load_job_config(EvalConfig, args)
+    with one_listing():  # the check and the reads list the clip shards once
+        return _main(args, cfg)
+
+
+def _main(args, cfg: EvalConfig) -> dict[str, Any]:
     try:  # before Ray starts and the clips are generated, not after
         weights = {f"weights.{k}": v or "" for k, v in to_dict(cfg.weights).items()}
         check_shipped_paths({"out": cfg.out, "mlflow.tracking_uri": cfg.mlflow.tracking_uri},

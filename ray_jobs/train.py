@@ -19,7 +19,7 @@ from typing import Any
 
 from fet import storage
 from fet.config import ConfigError, flatten, to_dict
-from fet.data.shards import ShardError, read_rows, split_rows, stored_row_bytes
+from fet.data.shards import ShardError, one_listing, read_rows, split_rows, stored_row_bytes
 from fet.training.job_config import STAGES, TrainJobConfig
 from fet.training.tasks import TrainingTask, build_task
 from ray_jobs import tracking
@@ -167,7 +167,7 @@ def run(job: TrainJobConfig, task: TrainingTask | None = None) -> dict[str, Any]
     another driver is training the run (``driver_lease``); a finished run is reported without its lease."""
     if storage.exists(marker(resolve(job))):
         return _finished(job)
-    with hold(run_dir(job)):
+    with hold(run_dir(job)), one_listing():  # the checks and the dataset see the same shards, listed once
         if storage.exists(marker(job)):  # finished meanwhile, by the driver that held it
             return _finished(job)
         return _train(job, task)
@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> None:
             fail(ConfigError(f"{args.config}: stage={job.stage!r}, but this entry point trains {stage!r}"))
         job.stage = stage
     with contextlib.ExitStack() as held:
+        held.enter_context(one_listing())  # the checks here and in ``run`` list the shards once
         try:
             paths = {f"task.{k}": v for k, v in flatten(job.task).items() if isinstance(v, str) and "/" in v}
             inputs = {"data.shards": job.data.shards, **paths}  # task: stage 1's model, audio encoder or codec

@@ -21,6 +21,8 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,8 @@ TIMING_PREFIX = "t_"
 UNREACHABLE = "unreachable"
 CLIP_ARRAYS = ("audio", "audio_features", "landmarks", "transform", "blendshapes", "pose", "face_found")
 REJECT_FIELDS = ("source", "item_id", "clip_id", "input", "reason", "detail")
+# (shards, kind) → its sidecars, read once while ``one_listing`` holds it; None outside
+_LISTED: ContextVar[dict[tuple[str, str], list[dict[str, Any]]] | None] = ContextVar("fet_shard_listing", default=None)
 
 
 class ShardError(ValueError):
@@ -138,7 +142,26 @@ def _write_shard(out: str, kind: str, rows: list[dict[str, Any]]) -> dict[str, A
 
 
 def read_sidecars(out: str, kind: str) -> list[dict[str, Any]]:
-    return [json.loads(t) for t in storage.read_texts(sidecar_files(out, kind))]
+    listed = _LISTED.get()
+    if listed is None:
+        return [json.loads(t) for t in storage.read_texts(sidecar_files(out, kind))]
+    if (out, kind) not in listed:
+        listed[(out, kind)] = [json.loads(t) for t in storage.read_texts(sidecar_files(out, kind))]
+    return list(listed[(out, kind)])
+
+
+@contextmanager
+def one_listing() -> Iterator[None]:
+    """Within it, the shards of each (folder, kind) are listed, and their sidecars read, once: every check and
+    read of them in this thread sees that one listing. For a driver that checks shards and then reads them (the
+    training and evaluation jobs): each check would otherwise read every sidecar again, and a shard published
+    meanwhile could be counted by one check and not the next. Not for preprocessing, which adds shards as it goes."""
+    token = _LISTED.set({}) if _LISTED.get() is None else None  # nested: the outer listing holds
+    try:
+        yield
+    finally:
+        if token is not None:
+            _LISTED.reset(token)
 
 
 @dataclass

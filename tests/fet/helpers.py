@@ -131,3 +131,12 @@ def save_tiny_wav2vec2(path, hidden: int = 32):
     model = Wav2Vec2Model(Wav2Vec2Config(**tiny_wav2vec2_config(hidden)))
     model.save_pretrained(path)
     return model
+
+
+def count_listings(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """From now on, each listing of a shard folder (its sidecars read) → (folder, kind) in the list returned."""
+    from fet.data import shards
+
+    calls, real = [], shards.sidecar_files
+    monkeypatch.setattr(shards, "sidecar_files", lambda out, kind: calls.append((out, kind)) or real(out, kind))
+    return calls

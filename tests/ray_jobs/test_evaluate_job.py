@@ -15,6 +15,7 @@ import torch
 from fet.metrics.inception import FIDInception
 from ray_jobs import evaluate
 from tests.conftest import unreachable_endpoint
+from tests.fet.helpers import count_listings
 from tests.fet.talking_helpers import build_bundle
 
 pytestmark = pytest.mark.timeout(600)
@@ -28,12 +29,14 @@ def test_evaluation_job_writes_the_tables_and_the_mlflow_run(local_ray, synthtal
     torch.save(FIDInception().state_dict(), tmp_path / "inception.pth")
     db, out = tmp_path / "mlflow.db", tmp_path / "eval"
     monkeypatch.chdir(tmp_path)
+    listings = count_listings(monkeypatch)
     summary = evaluate.main([
         f"shards={os.path.relpath(synthtalk_shards)}", "bundle=bundle", "out=eval", "max_seconds=0.8",
         "eval_size=192", "edits=[add glasses]", "weights.fid_weights=inception.pth", "ray.num_workers=1",
         "ray.cpus_per_worker=1", "mlflow.tracking_uri=sqlite:///mlflow.db", "mlflow.run_name=eval-test",
     ])  # fmt: skip
     assert summary["clips"] == 2 and summary["reused"] == 0 and summary["failed"] == {}  # the fixture's test split
+    assert listings == [(synthtalk_shards, "clips")]  # its check and its two reads see one listing
 
     results = (out / "results.md").read_text()
     assert "| Method | FID | SSIM | PSNR | CPBD | Min Dist | AVConf | AVOffset | M-LMD | F-LMD |" in results

@@ -26,6 +26,7 @@ from ray_jobs import export_bundle, tracking, train
 from ray_jobs.demo import PAIRED_WORKER_CPUS, WAVES
 from ray_jobs.driver_lease import LEASE, RunHeldError
 from ray_jobs.train import run
+from tests.fet.helpers import count_listings
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -41,8 +42,9 @@ def loss_history(uri: str, run_id: str) -> list[float]:
     return [m.value for m in sorted(MlflowClient(uri).get_metric_history(run_id, "loss"), key=lambda m: m.step)]
 
 
-def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_shards, tmp_path):
+def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_shards, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    listings = count_listings(monkeypatch)
     s1 = str(tmp_path / "stage1")
     plans = {
         # stages 1 and 3 stream their rows from the shards every epoch, as the paper configs do; stage 2 too,
@@ -61,6 +63,8 @@ def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_sha
             runs = {s: pool.submit(run, job(s, tmp_path, synthtalk_shards, *plans[s],
                                             f"scaling.cpus_per_worker={PAIRED_WORKER_CPUS}")) for s in wave}  # fmt: skip
             summaries |= {s: r.result() for s, r in runs.items()}
+    # each driver lists the shards it reads once, for its checks and its dataset alike
+    assert sorted(listings) == sorted([(synthtalk_shards, "images")] * 2 + [(synthtalk_shards, "clips")] * 2)
     client = MlflowClient(uri)
     for stage, overrides in plans.items():
         summary = summaries[stage]
