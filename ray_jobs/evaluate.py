@@ -155,7 +155,7 @@ def run(cfg: EvalConfig, info: dict[str, Any]) -> dict[str, Any]:
     if logger.close(FINAL_WAIT) == 0:
         tracking.finish(uri, run_id, "FINISHED")
     summary = {"clips": report.clips, "failed": failed, "reused": reused, "out": cfg.out, "mlflow_run_id": run_id,
-               "tracking_uri": uri, "metrics": report.metrics(), "skipped": report.skipped,
+               "tracking_uri": tracking.redact(uri), "metrics": report.metrics(), "skipped": report.skipped,
                "seconds": time.perf_counter() - t0}  # fmt: skip
     return summary
 

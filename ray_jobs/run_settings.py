@@ -22,6 +22,7 @@ from typing import Any
 from fet import storage
 from fet.config import ConfigError, flatten, to_dict
 from fet.training.job_config import TrainJobConfig, deepspeed_config
+from ray_jobs.tracking import redact
 
 SETTINGS = "fet_settings.json"
 FREE = {"name", "out", "storage_path", "deepspeed", "scaling.cpus_per_worker", "data.cache", "data.val_items",
@@ -35,7 +36,8 @@ def _local_path(value: Any) -> bool:
 
 def run_settings(job: TrainJobConfig) -> dict[str, Any]:
     """Every setting the run's result depends on, flattened, the DeepSpeed config's content included."""
-    flat = flatten(to_dict(job)) | flatten(deepspeed_config(job), "deepspeed_config.")
+    # a monitor's key in the DeepSpeed config (comet's api_key) is kept masked: the file lies beside the checkpoints
+    flat = flatten(to_dict(job)) | flatten(redact(deepspeed_config(job)), "deepspeed_config.")
     return {k: v for k, v in flat.items() if k not in FREE and not k.startswith(FREE_SECTIONS) and not _local_path(v)}
 
 

@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 RUN_NAME_TAG = "fet.run_name"
 SECRET_KEY = re.compile(r"(secret|token|password|passwd|credential|access_key|api_key)", re.IGNORECASE)
 MAX_PARAM = 500  # MLflow's limit on a param value
+SUPPRESS_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"  # MLflow prints none of its "View run" links
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -110,7 +111,10 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
 def open_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` on ``tracking_uri``. The first open of a SQLite store in a process holds an
     exclusive lock next to the database: opening a new store creates and migrates its schema, and two
-    jobs doing that at once on one file fail (``table _alembic_tmp_experiments already exists``)."""
+    jobs doing that at once on one file fail (``table _alembic_tmp_experiments already exists``). With a
+    password in the URI, MLflow's own run links (printed as a run ends) are not printed: they would show it."""
+    if redact(tracking_uri) != tracking_uri:
+        os.environ[SUPPRESS_LINKS] = "true"
     db = sqlite_path(tracking_uri)
     if db is None or tracking_uri in _READY:
         return MlflowClient(tracking_uri)

@@ -199,7 +199,7 @@ def _train(job: TrainJobConfig, task: TrainingTask | None) -> dict[str, Any]:
     # before the MLflow run, which a failure here would strand
     train_data = dataset(job, task.kind, columns)
     run_id = mlflow_run(job)
-    print(f"[{job.name}] MLflow run {run_id} at {job.mlflow.tracking_uri}")
+    print(f"[{job.name}] MLflow run {run_id} at {tracking.redact(job.mlflow.tracking_uri)}")
     resources = {"CPU": job.scaling.cpus_per_worker}
     if job.scaling.use_gpu:
         resources["GPU"] = job.scaling.gpus_per_worker

@@ -20,6 +20,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("FET_SHARED_MEDIA", REPO.parent / "shared" / "media"))
+# the S3 test server's secret key: a string found nowhere else, so that a test can look for it where a
+# secret must never be (logged params, logs, bundles)
+S3_SECRET = "fet-test-s3-secret-7Qz4"
 
 
 def media(relpath: str) -> Path:
@@ -60,7 +63,7 @@ def s3_server(tmp_path_factory):
     ports = {name: _free_port(taken) for name in ("master", "volume", "filer", "s3")}
     # one identity, as on a real S3: signed requests of every client (boto3, pyarrow's multipart uploads
     # used by Ray Train) are checked against it; without identities the gateway rejects pyarrow's parts
-    identity = {"name": "test", "credentials": [{"accessKey": "test", "secretKey": "test"}],
+    identity = {"name": "test", "credentials": [{"accessKey": "test", "secretKey": S3_SECRET}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
     (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
     # -logtostderr: its log goes to weed.log below, not to files in the system temp folder
@@ -93,7 +96,7 @@ def s3_server(tmp_path_factory):
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
+        AWS_SECRET_ACCESS_KEY=S3_SECRET,
         AWS_DEFAULT_REGION="us-east-1",
     )
     from fet import storage

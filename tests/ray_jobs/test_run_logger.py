@@ -22,9 +22,17 @@ def _timed(call) -> tuple[object, float]:
 
 @pytest.mark.slow
 def test_logs_wait_through_a_server_restart_and_reach_the_run(mlflow_server, tmp_path, capsys, monkeypatch):
+    """Through a tracking URI with a password (a server behind basic authentication), which no line says."""
     from ray_jobs import run_logger
 
-    uri = mlflow_server.uri
+    password = "fet-test-password-8Wd2"
+    uri = mlflow_server.uri.replace("://", f"://fet:{password}@")
+
+    def said() -> str:
+        out = capsys.readouterr().out
+        assert password not in out, out
+        return out
+
     run_id = new_run(uri, "faceedittalker", "through-a-restart", {"steps": 4}, {})
     logger = RunLogger(uri, run_id, retry_seconds=1.0)
     logger.metrics({"loss": 1.0}, 1)
@@ -44,15 +52,16 @@ def test_logs_wait_through_a_server_restart_and_reach_the_run(mlflow_server, tmp
     logger.image(PNG, "samples.png", step=3)
     logger.tag("fet.resumed_from", "2")
     assert logger.unsent == 6  # 4 metrics, an upload and a tag, in order
-    out = capsys.readouterr().out
+    out = said()
     assert out.count("does not take the run's logs") == 1 and "training goes on" in out
+    assert f"MLflow at {mlflow_server.uri} does not take" in out  # the server named, without its password
 
     mlflow_server.start()
     component = tmp_path / "component"
     component.mkdir()
     (component / "weights.safetensors").write_bytes(b"w" * 64)
     assert logger.component(str(component), "fet-test", wait=60) == "1"
-    assert logger.close(wait=10) == 0 and "answers again" in capsys.readouterr().out
+    assert logger.close(wait=10) == 0 and "answers again" in said()
     client = MlflowClient(uri)
     history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
     assert history == [(1, 1.0), (2, 2.0), (4, 4.0), (6, 6.0), (8, 8.0)]
@@ -64,14 +73,14 @@ def test_logs_wait_through_a_server_restart_and_reach_the_run(mlflow_server, tmp
 
     logger.tag("note?", "x")  # a key MLflow refuses: dropped, and it does not hold back what follows
     logger.metrics({"loss": 4.5}, 11)  # every step again, now that the server answers
-    assert logger.flush() and "MLflow refused tag note?" in capsys.readouterr().out
+    assert logger.flush() and "MLflow refused tag note?" in said()
     assert (11, 4.5) in [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
 
     mlflow_server.stop()  # and does not come back: the end of the job waits a bounded time, then says so
     logger.metrics({"loss": 5.0}, 12)
     unsent, seconds = _timed(lambda: logger.close(wait=3))
     assert unsent == 1 and seconds < 60
-    assert "1 logged items of run" in capsys.readouterr().out
+    assert "1 logged items of run" in said()
 
 
 def test_what_waits_for_a_server_that_stays_away_is_bounded_and_spans_the_whole_outage(monkeypatch, capsys):

@@ -193,3 +193,20 @@ def test_every_job_refuses_relative_outputs_in_a_shipped_working_directory(modul
         job.main(args)
     err = capsys.readouterr().err
     assert done.value.code == 2 and f"error: {setting}: a relative path" in err and "(gcs://_ray_pkg_0123.zip)" in err
+
+
+def test_a_key_in_the_deepspeed_config_is_not_kept_beside_the_checkpoints(tmp_path):
+    """A DeepSpeed monitor's API key (comet's) is masked in ``fet_settings.json``, and a new key is no other setting."""
+    import json
+
+    ds = json.loads((REPO / "configs/train/deepspeed/zero2.json").read_text())
+
+    def with_key(key: str) -> TrainJobConfig:
+        (tmp_path / "ds.json").write_text(json.dumps(ds | {"comet": {"enabled": True, "api_key": key}}))
+        return job(tmp_path, f"deepspeed={tmp_path / 'ds.json'}")
+
+    assert check_run_settings(with_key("key-one-5Tg8"), finished=False) == []
+    checkpoint(tmp_path)
+    assert check_run_settings(with_key("key-two-5Tg8"), finished=False) == []  # resumed with the new key
+    kept = storage.read_text(tmp_path / "ray" / "faces" / "fet_settings.json")
+    assert "5Tg8" not in kept and '"deepspeed_config.comet.enabled": true' in kept

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -26,9 +27,11 @@ from ray_jobs import export_bundle, tracking, train
 from ray_jobs.demo import PAIRED_WORKER_CPUS, WAVES
 from ray_jobs.driver_lease import LEASE, RunHeldError
 from ray_jobs.train import run
+from tests.conftest import S3_SECRET
 from tests.fet.helpers import count_listings
 
 pytestmark = pytest.mark.timeout(900)
+PASSWORD = "fet-test-mlflow-password-3Kp9"  # of the tracking URI: found nowhere else
 
 
 def job(stage: str, tmp, shards: str, *overrides: str) -> TrainJobConfig:
@@ -95,6 +98,33 @@ def test_every_stage_trains_tracks_and_exports_a_bundle(local_ray, synthtalk_sha
               if k.startswith("val_auroc/")}  # fmt: skip
     assert scored and held_out_aurocs(bundle.info) == pytest.approx(scored)
     assert bundle.image_cfg.image_size == 32
+    # the S3 secret key, in the drivers' and the workers' environment, is in no file of the bundle and in no
+    # MLflow run's params or tags
+    shared = {str(f): f.read_bytes().decode(errors="replace") for f in (tmp_path / "bundle").rglob("*") if f.is_file()}
+    for stage, summary in summaries.items():
+        r = client.get_run(summary["mlflow_run_id"])
+        shared[stage] = json.dumps([r.data.params, r.data.tags])
+    assert not [k for k, text in shared.items() if S3_SECRET in text]
+
+
+def _no_secret_written(output, tracking_uri: str, run_id: str, folders: list[str]) -> None:
+    """Neither the tracking server's password nor the S3 secret key is in the driver's output (``capsys``'s),
+    what the workers printed, the MLflow run's params and tags, or any file under ``folders``; the password
+    is in no log of this Ray either (the S3 key is: this test's Ray passes it to its workers in the runtime
+    environment, which Ray logs). The workers did say that the server was away, naming it."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # this test's local Ray
+    ray_logs = {f.name: f.read_text(errors="replace") for f in logs.rglob("*") if f.is_file()}
+    printed = "".join(t for name, t in ray_logs.items() if name.startswith("worker-"))  # workers' stdout, stderr
+    assert "does not take the run's logs" in printed
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    written = {f: storage.read_bytes(f).decode(errors="replace") for d in folders for f in storage.list_files(d)}
+    assert not [name for name, text in ray_logs.items() if PASSWORD in text]
+    for secret in (PASSWORD, S3_SECRET):
+        assert secret not in output.out + output.err + printed
+        assert secret not in json.dumps([run.data.params, run.data.tags])
+        assert not [f for f, text in written.items() if secret in text]
 
 
 def _registered_checkpoint_step(prefix: str) -> int | None:
@@ -170,9 +200,11 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
 ):
     """A worker killed mid-run, and the tracking server down while the run resumes: the run ends with
     exactly its steps, and every step's loss reaches the one MLflow run once the server is back. A second
-    driver of the run, while it trains, is refused."""
+    driver of the run, while it trains, is refused. The tracking URI carries a password, as a server behind
+    basic authentication is given: it reaches neither the logs nor the params, nor any file the run writes."""
+    uri = mlflow_server.uri.replace("://", f"://fet:{PASSWORD}@")
     cfg = job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
-              "steps=40", "task.eval_steps=3", "optim.warmup_steps=5", f"mlflow.tracking_uri={mlflow_server.uri}")  # fmt: skip
+              "steps=40", "task.eval_steps=3", "optim.warmup_steps=5", f"mlflow.tracking_uri={uri}")  # fmt: skip
 
     def server_away_until_the_next_checkpoint(killed_at: int) -> None:
         """The resumed rank 0 logs (every 5 steps) into a server that is not there until the resumed run
@@ -206,12 +238,12 @@ def test_killed_worker_resumes_from_s3_checkpoint_with_exact_steps(
     state = json.loads(storage.read_text(storage.join(summary["checkpoint"], "state.json")))
     per_rank = len(list(read_rows(synthtalk_shards, "images", "train", ["image_id", "split"]))) // 2 // cfg.batch_size
     assert (state["step"], state["epoch"], state["batch"]) == (40, 39 // per_rank, 39 % per_rank + 1)
-    uri = cfg.mlflow.tracking_uri
     run_id = tracking.find_run(uri, cfg.mlflow.experiment, "stage1-kill")
     assert run_id == summary["mlflow_run_id"]
     steps = {m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss")}
     assert steps == set(range(1, 41))  # one MLflow run across the restart, every step logged
     assert json.loads(storage.read_text(f"{cfg.out}/training_run.json"))["mlflow_unsent"] == 0
+    _no_secret_written(capsys.readouterr(), uri, run_id, [cfg.out, f"{s3_bucket}/ray/stage1-kill"])
 
     again = run(job("stage1", tmp_path, synthtalk_shards, "name=stage1-kill", f"storage_path={s3_bucket}/ray",
                     "steps=40", f"mlflow.tracking_uri={uri}"))  # fmt: skip
