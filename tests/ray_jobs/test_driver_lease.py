@@ -36,11 +36,11 @@ def run_dir(request, tmp_path) -> str:
 
 def test_a_second_driver_is_refused_and_named_the_holder_until_the_first_lets_go(run_dir):
     first = DriverLease(run_dir)
-    first.acquire()
+    first.acquire()  # its lease was written just now: the refusal says 0 s ago, or 1 once the S3 reads take over 0.5 s
     lease = storage.join(run_dir, LEASE)
     assert json.loads(storage.read_text(lease))["pid"] == os.getpid()
     with pytest.raises(RunHeldError, match=f"another driver is training this run \\(pid {os.getpid()} on "
-                                           f"{socket.gethostname()}, since .*renewed its lease 0 s ago"):  # fmt: skip
+                                           f"{socket.gethostname()}, since .*renewed its lease [01] s ago"):  # fmt: skip
         DriverLease(run_dir).acquire()
     first.release()
     assert not storage.exists(lease)
