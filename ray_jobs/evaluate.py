@@ -17,6 +17,7 @@ notes of ``results.md``, and the others are measured; the job fails only when ev
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import sys
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return _main(args, cfg)
 
 
-def _main(args, cfg: EvalConfig) -> dict[str, Any]:
+def _main(args: argparse.Namespace, cfg: EvalConfig) -> dict[str, Any]:
     try:  # before Ray starts and the clips are generated, not after
         weights = {f"weights.{k}": v or "" for k, v in to_dict(cfg.weights).items()}
         check_shipped_paths({"out": cfg.out, "mlflow.tracking_uri": cfg.mlflow.tracking_uri},
