@@ -115,12 +115,12 @@ def _no_secret_written(output, tracking_uri: str, run_id: str, folders: list[str
     import ray
 
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # this test's local Ray
-    ray_logs = {f.name: f.read_text(errors="replace") for f in logs.rglob("*") if f.is_file()}
-    printed = "".join(t for name, t in ray_logs.items() if name.startswith("worker-"))  # workers' stdout, stderr
+    ray_logs = {f: f.read_text(errors="replace") for f in logs.rglob("*") if f.is_file()}
+    printed = "".join(t for f, t in ray_logs.items() if f.name.startswith("worker-"))  # workers' stdout, stderr
     assert "does not take the run's logs" in printed
     run = MlflowClient(tracking_uri).get_run(run_id)
     written = {f: storage.read_bytes(f).decode(errors="replace") for d in folders for f in storage.list_files(d)}
-    assert not [name for name, text in ray_logs.items() if PASSWORD in text]
+    assert not [f for f, text in ray_logs.items() if PASSWORD in text]
     for secret in (PASSWORD, S3_SECRET):
         assert secret not in output.out + output.err + printed
         assert secret not in json.dumps([run.data.params, run.data.tags])
