@@ -121,8 +121,7 @@ def run(cfg: EvalConfig, info: dict[str, Any]) -> dict[str, Any]:
         print(f"skipping {group}: {why}", flush=True)
     settings = record_settings(to_dict(cfg))
     ClipRecords(cfg.out, settings).prepare()  # records made with other settings go
-    with one_listing():  # within main's, when main called this
-        records = _records(cfg, settings)
+    records = _records(cfg, settings)
     failed = {r["clip_id"]: r["error"] for r in records if r.get("error")}
     records = [r for r in records if not r.get("error")]
     if not records:
