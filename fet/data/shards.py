@@ -143,8 +143,8 @@ def _write_shard(out: str, kind: str, rows: list[dict[str, Any]]) -> dict[str, A
 
 def read_sidecars(out: str, kind: str) -> list[dict[str, Any]]:
     listed = _LISTED.get()
-    if listed is None:
-        return [json.loads(t) for t in storage.read_texts(sidecar_files(out, kind))]
+    if listed is None:  # outside ``one_listing``: read every time
+        listed = {}
     if (out, kind) not in listed:
         listed[(out, kind)] = [json.loads(t) for t in storage.read_texts(sidecar_files(out, kind))]
     return list(listed[(out, kind)])

@@ -3,6 +3,7 @@ driver before Ray starts)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -197,8 +198,6 @@ def test_every_job_refuses_relative_outputs_in_a_shipped_working_directory(modul
 
 def test_a_key_in_the_deepspeed_config_is_not_kept_beside_the_checkpoints(tmp_path):
     """A DeepSpeed monitor's API key (comet's) is masked in ``fet_settings.json``, and a new key is no other setting."""
-    import json
-
     ds = json.loads((REPO / "configs/train/deepspeed/zero2.json").read_text())
 
     def with_key(key: str) -> TrainJobConfig:
